@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Forward round-trip benchmark: Swift (nghttp2 on SwiftNIO) vs grpcio, same machine, same run.
+# Usage: bash Benchmarks/rpc/run.sh [--calls N] [--duration S] [--concurrency C]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export PATH="$PATH:/opt/swift/usr/bin"
+bash scripts/install-system-deps.sh
+venv=$(bash scripts/python-env.sh)
+swift build -c release --product RPCBenchmark
+out=$(mktemp -d)
+echo "== Swift client -> Swift server" >&2
+.build/release/RPCBenchmark "$@" --json "$out/swift.json" 2>&1 | grep -v ' info ' >&2
+echo "== grpcio client -> grpcio server" >&2
+"$venv/bin/python" Benchmarks/rpc/grpcio_bench.py "$@" --json "$out/grpcio.json" >/dev/null
+"$venv/bin/python" Benchmarks/rpc/compare.py "$out/swift.json" "$out/grpcio.json"

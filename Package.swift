@@ -1,0 +1,86 @@
+// swift-tools-version:6.1
+import Foundation
+import PackageDescription
+
+// Shared settings for every Swift target (house rule 4): Swift 6 language
+// mode, explicit existentials, imports visible only where declared. CI sets
+// CI=true, which turns warnings into errors for our own targets only.
+var swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+if ProcessInfo.processInfo.environment["CI"] != nil {
+    swiftSettings.append(.unsafeFlags(["-warnings-as-errors"]))
+}
+
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+
+let package = Package(
+    name: "together-llm",
+    products: [
+        .library(name: "TLLMWire", targets: ["TLLMWire"]),
+        .executable(name: "tllm-rpc", targets: ["TLLMRPCTool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // System libraries (Debian -dev packages), found through pkg-config.
+        .systemLibrary(
+            name: "CNGHTTP2", pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(
+            name: "CProtobufC", pkgConfig: "libprotobuf-c",
+            providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(
+            name: "CLZ4", pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(
+            name: "COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+
+        // protoc-c output for Protos/schemas.proto; regenerate with scripts/generate-proto.sh.
+        .target(name: "CTLLMProto", dependencies: ["CProtobufC"]),
+
+        // Hot loops in C: portable reference + SIMD paths chosen at run time.
+        .target(
+            name: "CTLLMKernels",
+            cSettings: [.unsafeFlags(["-O3"])]),
+
+        // gRPC over HTTP/2 (nghttp2 on SwiftNIO), the protocol's messages and the tensor codec.
+        .target(
+            name: "TLLMWire",
+            dependencies: [
+                "CNGHTTP2", "CProtobufC", "CTLLMProto", "CLZ4", "CTLLMKernels",
+                nioCore, nioPosix, logging, .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+
+        // A small command-line peer: serves or calls the RPCService (interop tests, demos).
+        .executableTarget(
+            name: "TLLMRPCTool",
+            dependencies: ["TLLMWire", argumentParser, nioPosix, logging],
+            swiftSettings: swiftSettings),
+
+        // Benchmarks (build with -c release).
+        .executableTarget(
+            name: "RPCBenchmark",
+            dependencies: ["TLLMWire", argumentParser, nioPosix],
+            path: "Benchmarks/RPCBenchmark",
+            swiftSettings: swiftSettings),
+
+        .testTarget(
+            name: "TLLMWireTests",
+            dependencies: [
+                "TLLMWire", "CNGHTTP2", "CTLLMKernels", nioCore, nioPosix,
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+    ]
+)

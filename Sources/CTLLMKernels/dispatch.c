@@ -1,0 +1,54 @@
+// CPU feature detection, done once; kernels read the active mask.
+#include "tllm_kernels.h"
+#include "dispatch.h"
+#include <stdatomic.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+
+static unsigned detect(void) {
+    unsigned a, b, c, d, features = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1, fma = (c >> 12) & 1;
+    if (!osxsave || !avx) return 0;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    int ymm_ok = (xcr0_lo & 0x6) == 0x6;
+    int zmm_ok = (xcr0_lo & 0xe6) == 0xe6;
+    if (!ymm_ok) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
+    if (avx2 && f16c && fma) features |= TLLM_CPU_AVX2_F16C;
+    if (avx512f && zmm_ok) features |= TLLM_CPU_AVX512F;
+    return features;
+}
+#elif defined(__aarch64__)
+static unsigned detect(void) { return TLLM_CPU_NEON; }
+#else
+static unsigned detect(void) { return 0; }
+#endif
+
+static _Atomic int detected = 0;
+static _Atomic unsigned supported = 0;
+static _Atomic unsigned active = 0;
+
+unsigned tllm_cpu_features(void) {
+    if (!atomic_load_explicit(&detected, memory_order_acquire)) {
+        unsigned f = detect();
+        atomic_store(&supported, f);
+        atomic_store(&active, f);
+        atomic_store_explicit(&detected, 1, memory_order_release);
+    }
+    return atomic_load(&supported);
+}
+
+unsigned tllm_active_features(void) {
+    tllm_cpu_features();
+    return atomic_load_explicit(&active, memory_order_relaxed);
+}
+
+unsigned tllm_set_cpu_features(unsigned mask) {
+    unsigned f = tllm_cpu_features() & mask;
+    atomic_store(&active, f);
+    return f;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project builds and tests with (idempotent).
+# Swift itself is a prerequisite (Swift 6.x at /opt/swift or on PATH); Debian does not package it.
+set -euo pipefail
+packages=(
+    pkg-config
+    libnghttp2-dev      # HTTP/2 codec under our gRPC
+    libprotobuf-c-dev   # protobuf runtime for the generated schemas code
+    protobuf-c-compiler # protoc-c: regenerates / checks Sources/CTLLMProto
+    liblz4-dev          # LZ4 frames of tensor payloads
+    libopenblas-dev     # float matmuls
+)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { [ -x /opt/swift/usr/bin/swift ] && echo "add /opt/swift/usr/bin to PATH" >&2; echo "swift is required" >&2; exit 1; }
