@@ -108,42 +108,88 @@ private func setUnknownFields(_ base: inout ProtobufCMessage, _ fields: [Unknown
     base.unknown_fields = arena.unknownFields(fields)
 }
 
-/// Runs protobuf-c's typed unpack function, converts the result and frees it.
-private func unpack<CMessage, Value>(
-    _ bytes: UnsafeRawBufferPointer, name: String,
-    _ unpack: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<
-        CMessage
-    >?,
-    _ free: (UnsafeMutablePointer<CMessage>?, UnsafeMutablePointer<ProtobufCAllocator>?) -> Void,
-    _ convert: (CMessage) -> Value
-) throws(MessageDecodingError) -> Value {
-    // protobuf-c wants a non-null pointer even for zero bytes (the empty message).
-    var zero: UInt8 = 0
-    let message = withUnsafePointer(to: &zero) { zeroPointer in
-        unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? zeroPointer)
+/// The functions protoc-c generated for one message type, and the two operations built on them.
+private struct ProtobufCFunctions<CMessage>: Sendable {
+    typealias Allocator = UnsafeMutablePointer<ProtobufCAllocator>?
+    let name: String
+    let initialize: @Sendable (UnsafeMutablePointer<CMessage>) -> Void
+    let unpack: @Sendable (Allocator, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<CMessage>?
+    let free: @Sendable (UnsafeMutablePointer<CMessage>?, Allocator) -> Void
+    let size: @Sendable (UnsafePointer<CMessage>) -> Int
+    let pack: @Sendable (UnsafePointer<CMessage>, UnsafeMutablePointer<UInt8>) -> Int
+
+    /// Unpacks `bytes`, converts the C struct and frees it.
+    func decode<Value>(_ bytes: UnsafeRawBufferPointer, _ convert: (CMessage) -> Value) throws(MessageDecodingError)
+        -> Value
+    {
+        // protobuf-c wants a non-null pointer even for zero bytes (the empty message).
+        var zero: UInt8 = 0
+        let message = withUnsafePointer(to: &zero) { zeroPointer in
+            unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? zeroPointer)
+        }
+        guard let message else { throw MessageDecodingError(messageName: name, byteCount: bytes.count) }
+        defer { free(message, nil) }
+        return convert(message.pointee)
     }
-    guard let message else { throw MessageDecodingError(messageName: name, byteCount: bytes.count) }
-    defer { free(message, nil) }
-    return convert(message.pointee)
+
+    /// A freshly initialised C struct (descriptor set, proto3 defaults).
+    func makeMessage() -> CMessage {
+        let pointer = UnsafeMutablePointer<CMessage>.allocate(capacity: 1)
+        defer { pointer.deallocate() }
+        initialize(pointer)
+        return pointer.move()
+    }
+
+    /// Packs a C struct into protobuf bytes; `arena` owns what the struct points to and
+    /// must outlive the packing (Swift may otherwise end its lifetime at its last use).
+    func encode(_ message: inout CMessage, arena: CArena) -> [UInt8] {
+        withExtendedLifetime(arena) { encode(&message) }
+    }
+
+    private func encode(_ message: inout CMessage) -> [UInt8] {
+        let count = size(&message)
+        if count == 0 { return [] }
+        return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            initialized = pack(&message, buffer.baseAddress!)
+            precondition(initialized == count, "protobuf-c packed \(initialized) bytes, announced \(count)")
+        }
+    }
 }
 
-/// Runs protobuf-c's typed size and pack functions over a C struct.
-private func pack<CMessage>(
-    _ message: inout CMessage,
-    size: (UnsafePointer<CMessage>) -> Int,
-    pack: (UnsafePointer<CMessage>, UnsafeMutablePointer<UInt8>) -> Int
-) -> [UInt8] {
-    let count = size(&message)
-    if count == 0 { return [] }
-    return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
-        initialized = pack(&message, buffer.baseAddress!)
-        precondition(initialized == count, "protobuf-c packed \(initialized) bytes, announced \(count)")
-    }
-}
+// MARK: - The generated functions of each message
+
+private let tensorFunctions = ProtobufCFunctions(
+    name: "BFloat16Tensor", initialize: schemas__bfloat16_tensor__init, unpack: schemas__bfloat16_tensor__unpack,
+    free: schemas__bfloat16_tensor__free_unpacked, size: schemas__bfloat16_tensor__get_packed_size,
+    pack: schemas__bfloat16_tensor__pack)
+private let inputIdsFunctions = ProtobufCFunctions(
+    name: "InputIds", initialize: schemas__input_ids__init, unpack: schemas__input_ids__unpack,
+    free: schemas__input_ids__free_unpacked, size: schemas__input_ids__get_packed_size, pack: schemas__input_ids__pack)
+private let forwardRequestFunctions = ProtobufCFunctions(
+    name: "ForwardRequest", initialize: schemas__forward_request__init, unpack: schemas__forward_request__unpack,
+    free: schemas__forward_request__free_unpacked, size: schemas__forward_request__get_packed_size,
+    pack: schemas__forward_request__pack)
+private let statusRequestFunctions = ProtobufCFunctions(
+    name: "StatusRequest", initialize: schemas__status_request__init, unpack: schemas__status_request__unpack,
+    free: schemas__status_request__free_unpacked, size: schemas__status_request__get_packed_size,
+    pack: schemas__status_request__pack)
+private let emptyFunctions = ProtobufCFunctions(
+    name: "Empty", initialize: schemas__empty__init, unpack: schemas__empty__unpack,
+    free: schemas__empty__free_unpacked, size: schemas__empty__get_packed_size, pack: schemas__empty__pack)
+private let setConfigRequestFunctions = ProtobufCFunctions(
+    name: "SetConfigRequest", initialize: schemas__set_config_request__init,
+    unpack: schemas__set_config_request__unpack, free: schemas__set_config_request__free_unpacked,
+    size: schemas__set_config_request__get_packed_size, pack: schemas__set_config_request__pack)
+private let imageForwardRequestFunctions = ProtobufCFunctions(
+    name: "ImageForwardRequest", initialize: schemas__image_forward_request__init,
+    unpack: schemas__image_forward_request__unpack, free: schemas__image_forward_request__free_unpacked,
+    size: schemas__image_forward_request__get_packed_size, pack: schemas__image_forward_request__pack)
 
 // MARK: - BFloat16Tensor and InputIds (also nested in other messages)
 
-extension BFloat16Tensor {
+extension BFloat16Tensor: WireMessage {
+    public static let protoName = "BFloat16Tensor"
+
     fileprivate init(_ c: Schemas__BFloat16Tensor) {
         self.init(
             data: readArray(c.data.len, c.data.data), shape: readArray(c.n_shape, c.shape),
@@ -164,6 +210,15 @@ extension BFloat16Tensor {
             return body(c)
         }
     }
+
+    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
+        self = try tensorFunctions.decode(bytes, BFloat16Tensor.init)
+    }
+
+    public func serializedBytes() -> [UInt8] {
+        let arena = CArena()
+        return withCStruct(arena) { tensorFunctions.encode(&$0.pointee, arena: arena) }
+    }
 }
 
 /// Nests `withCStruct` for an optional tensor: nil when absent.
@@ -174,24 +229,9 @@ private func withOptionalTensor<R>(
     return tensor.withCStruct(arena) { body($0) }
 }
 
-extension BFloat16Tensor: WireMessage {
-    public static let protoName = "BFloat16Tensor"
-    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try unpack(
-            bytes, name: Self.protoName, schemas__bfloat16_tensor__unpack, schemas__bfloat16_tensor__free_unpacked
-        ) {
-            BFloat16Tensor($0)
-        }
-    }
-    public func serializedBytes() -> [UInt8] {
-        let arena = CArena()
-        return withCStruct(arena) { c in
-            pack(&c.pointee, size: schemas__bfloat16_tensor__get_packed_size, pack: schemas__bfloat16_tensor__pack)
-        }
-    }
-}
+extension InputIds: WireMessage {
+    public static let protoName = "InputIds"
 
-extension InputIds {
     fileprivate init(_ c: Schemas__InputIds) {
         self.init(inputIds: readArray(c.n_input_ids, c.input_ids), unknownFields: readUnknownFields(c.base))
     }
@@ -204,30 +244,24 @@ extension InputIds {
         setUnknownFields(&c.pointee.base, unknownFields, arena)
         return c
     }
-}
 
-extension InputIds: WireMessage {
-    public static let protoName = "InputIds"
     public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try unpack(bytes, name: Self.protoName, schemas__input_ids__unpack, schemas__input_ids__free_unpacked) {
-            InputIds($0)
-        }
+        self = try inputIdsFunctions.decode(bytes, InputIds.init)
     }
+
     public func serializedBytes() -> [UInt8] {
         let arena = CArena()
-        let c = cStruct(arena)
-        return pack(&c.pointee, size: schemas__input_ids__get_packed_size, pack: schemas__input_ids__pack)
+        return inputIdsFunctions.encode(&cStruct(arena).pointee, arena: arena)
     }
 }
 
-// MARK: - ForwardRequest
+// MARK: - Requests
 
 extension ForwardRequest: WireMessage {
     public static let protoName = "ForwardRequest"
+
     public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try unpack(
-            bytes, name: Self.protoName, schemas__forward_request__unpack, schemas__forward_request__free_unpacked
-        ) { c in
+        self = try forwardRequestFunctions.decode(bytes) { c in
             ForwardRequest(
                 uuidList: readStrings(c.n_uuid_list, c.uuid_list),
                 inputIdsList: readArray(c.n_input_ids_list, c.input_ids_list).map { InputIds($0!.pointee) },
@@ -235,10 +269,10 @@ extension ForwardRequest: WireMessage {
                 unknownFields: readUnknownFields(c.base))
         }
     }
+
     public func serializedBytes() -> [UInt8] {
         let arena = CArena()
-        var c = Schemas__ForwardRequest()
-        schemas__forward_request__init(&c)
+        var c = forwardRequestFunctions.makeMessage()
         c.n_uuid_list = uuidList.count
         c.uuid_list = arena.cStrings(uuidList)
         c.n_input_ids_list = inputIdsList.count
@@ -246,190 +280,76 @@ extension ForwardRequest: WireMessage {
         setUnknownFields(&c.base, unknownFields, arena)
         return withOptionalTensor(hiddenStates, arena) { tensor in
             c.hidden_states = tensor
-            return pack(&c, size: schemas__forward_request__get_packed_size, pack: schemas__forward_request__pack)
+            return forwardRequestFunctions.encode(&c, arena: arena)
         }
     }
 }
 
-// MARK: - StatusRequest
-
 extension StatusRequest: WireMessage {
     public static let protoName = "StatusRequest"
+
     public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try unpack(
-            bytes, name: Self.protoName, schemas__status_request__unpack, schemas__status_request__free_unpacked
-        ) { c in
+        self = try statusRequestFunctions.decode(bytes) { c in
             StatusRequest(
                 uuid: readStrings(c.n_uuid, c.uuid), ppIdx: c.pp_idx, costTime: c.cost_time,
                 unknownFields: readUnknownFields(c.base))
         }
     }
+
     public func serializedBytes() -> [UInt8] {
         let arena = CArena()
-        var c = Schemas__StatusRequest()
-        schemas__status_request__init(&c)
+        var c = statusRequestFunctions.makeMessage()
         c.n_uuid = uuid.count
         c.uuid = arena.cStrings(uuid)
         c.pp_idx = ppIdx
         c.cost_time = costTime
         setUnknownFields(&c.base, unknownFields, arena)
-        return pack(&c, size: schemas__status_request__get_packed_size, pack: schemas__status_request__pack)
+        return statusRequestFunctions.encode(&c, arena: arena)
     }
 }
-
-// MARK: - The {msg, status} responses
-
-/// The four `{msg, status}` messages differ only in their protobuf-c functions.
-private func decodeStatusResponse<CMessage, Value: MessageStatusResponse>(
-    _ bytes: UnsafeRawBufferPointer, as: Value.Type, name: String,
-    _ unpackFunction: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<
-        CMessage
-    >?,
-    _ free: (UnsafeMutablePointer<CMessage>?, UnsafeMutablePointer<ProtobufCAllocator>?) -> Void,
-    _ fields: (CMessage) -> (ProtobufCMessage, UnsafeMutablePointer<CChar>?, Int32)
-) throws(MessageDecodingError) -> Value {
-    try unpack(bytes, name: name, unpackFunction, free) { c in
-        let (base, msg, status) = fields(c)
-        return Value(msg: readString(msg), status: status, unknownFields: readUnknownFields(base))
-    }
-}
-
-private func encodeStatusResponse<CMessage>(
-    _ value: some MessageStatusResponse, _ initialize: (UnsafeMutablePointer<CMessage>) -> Void,
-    _ set: (inout CMessage, ProtobufCMessage, UnsafeMutablePointer<CChar>, Int32) -> Void,
-    _ base: (CMessage) -> ProtobufCMessage,
-    size: (UnsafePointer<CMessage>) -> Int,
-    pack packFunction: (UnsafePointer<CMessage>, UnsafeMutablePointer<UInt8>) -> Int
-) -> [UInt8] {
-    let arena = CArena()
-    let c = arena.allocate(CMessage.self, count: 1)
-    initialize(c)
-    var header = base(c.pointee)
-    setUnknownFields(&header, value.unknownFields, arena)
-    set(&c.pointee, header, arena.cString(value.msg), value.status)
-    return pack(&c.pointee, size: size, pack: packFunction)
-}
-
-extension StatusResponse: WireMessage {
-    public static let protoName = "StatusResponse"
-    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try decodeStatusResponse(
-            bytes, as: Self.self, name: Self.protoName, schemas__status_response__unpack,
-            schemas__status_response__free_unpacked
-        ) { ($0.base, $0.msg, $0.status) }
-    }
-    public func serializedBytes() -> [UInt8] {
-        encodeStatusResponse(
-            self, schemas__status_response__init,
-            {
-                $0.base = $1; $0.msg = $2; $0.status = $3
-            }, { $0.base },
-            size: schemas__status_response__get_packed_size, pack: schemas__status_response__pack)
-    }
-}
-
-extension ForwardResponse: WireMessage {
-    public static let protoName = "ForwardResponse"
-    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try decodeStatusResponse(
-            bytes, as: Self.self, name: Self.protoName, schemas__forward_response__unpack,
-            schemas__forward_response__free_unpacked
-        ) { ($0.base, $0.msg, $0.status) }
-    }
-    public func serializedBytes() -> [UInt8] {
-        encodeStatusResponse(
-            self, schemas__forward_response__init,
-            {
-                $0.base = $1; $0.msg = $2; $0.status = $3
-            }, { $0.base },
-            size: schemas__forward_response__get_packed_size, pack: schemas__forward_response__pack)
-    }
-}
-
-extension HealthResponse: WireMessage {
-    public static let protoName = "HealthResponse"
-    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try decodeStatusResponse(
-            bytes, as: Self.self, name: Self.protoName, schemas__health_response__unpack,
-            schemas__health_response__free_unpacked
-        ) { ($0.base, $0.msg, $0.status) }
-    }
-    public func serializedBytes() -> [UInt8] {
-        encodeStatusResponse(
-            self, schemas__health_response__init,
-            {
-                $0.base = $1; $0.msg = $2; $0.status = $3
-            }, { $0.base },
-            size: schemas__health_response__get_packed_size, pack: schemas__health_response__pack)
-    }
-}
-
-extension SetConfigResponse: WireMessage {
-    public static let protoName = "SetConfigResponse"
-    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try decodeStatusResponse(
-            bytes, as: Self.self, name: Self.protoName, schemas__set_config_response__unpack,
-            schemas__set_config_response__free_unpacked
-        ) { ($0.base, $0.msg, $0.status) }
-    }
-    public func serializedBytes() -> [UInt8] {
-        encodeStatusResponse(
-            self, schemas__set_config_response__init,
-            {
-                $0.base = $1; $0.msg = $2; $0.status = $3
-            }, { $0.base },
-            size: schemas__set_config_response__get_packed_size, pack: schemas__set_config_response__pack)
-    }
-}
-
-// MARK: - Empty, SetConfigRequest, ImageForwardRequest
 
 extension Empty: WireMessage {
     public static let protoName = "Empty"
+
     public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try unpack(bytes, name: Self.protoName, schemas__empty__unpack, schemas__empty__free_unpacked) {
-            Empty(unknownFields: readUnknownFields($0.base))
-        }
+        self = try emptyFunctions.decode(bytes) { Empty(unknownFields: readUnknownFields($0.base)) }
     }
+
     public func serializedBytes() -> [UInt8] {
         let arena = CArena()
-        var c = Schemas__Empty()
-        schemas__empty__init(&c)
+        var c = emptyFunctions.makeMessage()
         setUnknownFields(&c.base, unknownFields, arena)
-        return pack(&c, size: schemas__empty__get_packed_size, pack: schemas__empty__pack)
+        return emptyFunctions.encode(&c, arena: arena)
     }
 }
 
 extension SetConfigRequest: WireMessage {
     public static let protoName = "SetConfigRequest"
+
     public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try unpack(
-            bytes, name: Self.protoName, schemas__set_config_request__unpack, schemas__set_config_request__free_unpacked
-        ) { c in
+        self = try setConfigRequestFunctions.decode(bytes) { c in
             SetConfigRequest(
                 forwardURL: readString(c.forward_url), masterURL: readString(c.master_url), ppRank: c.pp_rank,
                 unknownFields: readUnknownFields(c.base))
         }
     }
+
     public func serializedBytes() -> [UInt8] {
         let arena = CArena()
-        var c = Schemas__SetConfigRequest()
-        schemas__set_config_request__init(&c)
+        var c = setConfigRequestFunctions.makeMessage()
         c.forward_url = arena.cString(forwardURL)
         c.master_url = arena.cString(masterURL)
         c.pp_rank = ppRank
         setUnknownFields(&c.base, unknownFields, arena)
-        return pack(&c, size: schemas__set_config_request__get_packed_size, pack: schemas__set_config_request__pack)
+        return setConfigRequestFunctions.encode(&c, arena: arena)
     }
 }
 
 extension ImageForwardRequest: WireMessage {
     public static let protoName = "ImageForwardRequest"
+
     public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
-        self = try unpack(
-            bytes, name: Self.protoName, schemas__image_forward_request__unpack,
-            schemas__image_forward_request__free_unpacked
-        ) { c in
+        self = try imageForwardRequestFunctions.decode(bytes) { c in
             ImageForwardRequest(
                 uuid: readStrings(c.n_uuid, c.uuid),
                 hiddenStates: c.hidden_states.map { BFloat16Tensor($0.pointee) },
@@ -438,10 +358,10 @@ extension ImageForwardRequest: WireMessage {
                 seqLen: c.seq_len, height: c.height, width: c.width, unknownFields: readUnknownFields(c.base))
         }
     }
+
     public func serializedBytes() -> [UInt8] {
         let arena = CArena()
-        var c = Schemas__ImageForwardRequest()
-        schemas__image_forward_request__init(&c)
+        var c = imageForwardRequestFunctions.makeMessage()
         c.n_uuid = uuid.count
         c.uuid = arena.cStrings(uuid)
         c.seq_len = seqLen
@@ -454,11 +374,93 @@ extension ImageForwardRequest: WireMessage {
                     c.hidden_states = hidden
                     c.encoder_hidden_states = encoder
                     c.text_embeddings = text
-                    return pack(
-                        &c, size: schemas__image_forward_request__get_packed_size,
-                        pack: schemas__image_forward_request__pack)
+                    return imageForwardRequestFunctions.encode(&c, arena: arena)
                 }
             }
         }
     }
+}
+
+// MARK: - The four {msg, status} responses
+
+/// How one `{msg, status}` response maps onto its protobuf-c struct; the four generated
+/// structs have the same fields, so one coding serves them all.
+private struct StatusResponseCoding<Value: MessageStatusResponse, CMessage>: Sendable {
+    let functions: ProtobufCFunctions<CMessage>
+    let base: any WritableKeyPath<CMessage, ProtobufCMessage> & Sendable
+    let msg: any WritableKeyPath<CMessage, UnsafeMutablePointer<CChar>?> & Sendable
+    let status: any WritableKeyPath<CMessage, Int32> & Sendable
+
+    func decode(_ bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) -> Value {
+        try functions.decode(bytes) { c in
+            Value(
+                msg: readString(c[keyPath: msg]), status: c[keyPath: status],
+                unknownFields: readUnknownFields(c[keyPath: base]))
+        }
+    }
+
+    func encode(_ value: Value) -> [UInt8] {
+        let arena = CArena()
+        var c = functions.makeMessage()
+        c[keyPath: msg] = arena.cString(value.msg)
+        c[keyPath: status] = value.status
+        setUnknownFields(&c[keyPath: base], value.unknownFields, arena)
+        return functions.encode(&c, arena: arena)
+    }
+}
+
+extension StatusResponse: WireMessage {
+    public static let protoName = "StatusResponse"
+    private static let coding = StatusResponseCoding<Self, Schemas__StatusResponse>(
+        functions: ProtobufCFunctions(
+            name: protoName, initialize: schemas__status_response__init, unpack: schemas__status_response__unpack,
+            free: schemas__status_response__free_unpacked, size: schemas__status_response__get_packed_size,
+            pack: schemas__status_response__pack),
+        base: \.base, msg: \.msg, status: \.status)
+    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
+        self = try Self.coding.decode(bytes)
+    }
+    public func serializedBytes() -> [UInt8] { Self.coding.encode(self) }
+}
+
+extension ForwardResponse: WireMessage {
+    public static let protoName = "ForwardResponse"
+    private static let coding = StatusResponseCoding<Self, Schemas__ForwardResponse>(
+        functions: ProtobufCFunctions(
+            name: protoName, initialize: schemas__forward_response__init, unpack: schemas__forward_response__unpack,
+            free: schemas__forward_response__free_unpacked, size: schemas__forward_response__get_packed_size,
+            pack: schemas__forward_response__pack),
+        base: \.base, msg: \.msg, status: \.status)
+    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
+        self = try Self.coding.decode(bytes)
+    }
+    public func serializedBytes() -> [UInt8] { Self.coding.encode(self) }
+}
+
+extension HealthResponse: WireMessage {
+    public static let protoName = "HealthResponse"
+    private static let coding = StatusResponseCoding<Self, Schemas__HealthResponse>(
+        functions: ProtobufCFunctions(
+            name: protoName, initialize: schemas__health_response__init, unpack: schemas__health_response__unpack,
+            free: schemas__health_response__free_unpacked, size: schemas__health_response__get_packed_size,
+            pack: schemas__health_response__pack),
+        base: \.base, msg: \.msg, status: \.status)
+    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
+        self = try Self.coding.decode(bytes)
+    }
+    public func serializedBytes() -> [UInt8] { Self.coding.encode(self) }
+}
+
+extension SetConfigResponse: WireMessage {
+    public static let protoName = "SetConfigResponse"
+    private static let coding = StatusResponseCoding<Self, Schemas__SetConfigResponse>(
+        functions: ProtobufCFunctions(
+            name: protoName, initialize: schemas__set_config_response__init,
+            unpack: schemas__set_config_response__unpack, free: schemas__set_config_response__free_unpacked,
+            size: schemas__set_config_response__get_packed_size, pack: schemas__set_config_response__pack),
+        base: \.base, msg: \.msg, status: \.status)
+    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(MessageDecodingError) {
+        self = try Self.coding.decode(bytes)
+    }
+    public func serializedBytes() -> [UInt8] { Self.coding.encode(self) }
 }
