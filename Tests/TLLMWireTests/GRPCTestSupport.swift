@@ -179,10 +179,18 @@ final class RawHTTP2Client: HTTP2SessionDelegate, @unchecked Sendable {
 }
 
 /// One echo call that must succeed: the server is still serving.
-func expectServing(port: Int, file: StaticString = #filePath) async throws {
+func expectServing(port: Int) async throws {
     let channel = GRPCChannel(target: .hostPort(host: "127.0.0.1", port: port))
-    defer { Task { await channel.close() } }
     let response = try await channel.unary(
         path: TestMethods.echo, request: ByteBuffer(string: "still serving"), timeout: .seconds(10))
+    await channel.close()
     #expect(String(buffer: response) == "still serving")
+}
+
+/// Waits (up to 5 s) until the server has no open connection: closes are processed asynchronously.
+func expectAllConnectionsClosed(_ server: GRPCServer) async throws {
+    let clock = ContinuousClock()
+    let end = clock.now + .seconds(5)
+    while server.openConnections > 0 && clock.now < end { try await Task.sleep(for: .milliseconds(10)) }
+    #expect(server.openConnections == 0)
 }

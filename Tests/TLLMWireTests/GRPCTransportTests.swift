@@ -120,16 +120,14 @@ import Testing
     @Test func clientDeadlineIsDeadlineExceeded() async throws {
         let (server, port) = try await startServer(methods: TestMethods.make())
         let channel = GRPCChannel(target: .hostPort(host: "127.0.0.1", port: port))
-        let clock = ContinuousClock()
-        let start = clock.now
         do {
             _ = try await channel.unary(
                 path: TestMethods.sleep, request: ByteBuffer(string: "5000"), timeout: .milliseconds(200))
             Issue.record("expected DEADLINE_EXCEEDED")
         } catch {
+            // Had the deadline not fired, the call would have succeeded after 5 s.
             #expect(error.code == .deadlineExceeded)
         }
-        #expect(clock.now - start < .seconds(3))
         try await expectServing(port: port)
         await channel.close()
         await server.shutdown()
@@ -238,7 +236,7 @@ import Testing
         try await Task.sleep(for: .milliseconds(100))
         client.disconnect()
         try await expectServing(port: port)
-        #expect(server.openConnections <= 1)
+        try await expectAllConnectionsClosed(server)
         client.disconnect()
         await server.shutdown()
     }
@@ -306,8 +304,8 @@ import Testing
         try await Task.sleep(for: .milliseconds(200))
         #expect(invocations.value == 0)
         try await expectServing(port: port)
-        // The half-sent connection is gone; only the checking call's may remain.
-        #expect(server.openConnections <= 1)
+        // The half-sent connection is gone, and so is the checking call's.
+        try await expectAllConnectionsClosed(server)
         client.disconnect()
         await server.shutdown()
     }
