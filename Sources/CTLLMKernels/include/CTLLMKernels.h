@@ -1,0 +1,6 @@
+// Umbrella header of the kernels target: every public header of it.
+#pragma once
+#include "tllm_kernels.h"
+#include "tllm_quants.h"
+#include "tllm_matmul.h"
+#include "tllm_ops.h"

@@ -1,0 +1,298 @@
+// Dot products of weight rows (float or block-quantised, read in place from the model
+// file) with float32 activations: a reference per type, AVX2 and AVX-512 paths for the
+// types that dominate decode, and the row-parallel matrix-vector product built on them.
+#include "tllm_matmul.h"
+#include "tllm_quants.h"
+#include "tllm_kernels.h"
+#include "dispatch.h"
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// MARK: - Reference: dequantise (bit-exact) and accumulate in double
+
+float tllm_vec_dot_ref(int type, const void *row, const float *x, size_t n) {
+    tllm_type_traits traits = tllm_type_traits_of(type);
+    if (!traits.name || n % traits.block_size != 0) return 0;
+    float chunk[TLLM_QK_K];
+    double sum = 0;
+    const size_t per = traits.block_size == 1 ? TLLM_QK_K : traits.block_size;
+    const size_t bytes_per = per / traits.block_size * traits.type_size;
+    for (size_t start = 0; start < n; start += per) {
+        size_t count = n - start < per ? n - start : per;
+        tllm_dequantize_ref(type, (const uint8_t *)row + start / per * bytes_per, chunk, count);
+        for (size_t i = 0; i < count; i++) sum += (double)chunk[i] * (double)x[start + i];
+    }
+    return (float)sum;
+}
+
+// MARK: - Portable scalar paths (any type): dequantise a block at a time
+
+static float dot_generic(int type, const void *row, const float *x, size_t n) {
+    tllm_type_traits traits = tllm_type_traits_of(type);
+    float chunk[TLLM_QK_K];
+    float sum = 0;
+    const size_t per = traits.block_size == 1 ? 64 : traits.block_size;
+    const size_t bytes_per = per / traits.block_size * traits.type_size;
+    for (size_t start = 0; start < n; start += per) {
+        size_t count = n - start < per ? n - start : per;
+        tllm_dequantize_ref(type, (const uint8_t *)row + start / per * bytes_per, chunk, count);
+        for (size_t i = 0; i < count; i++) sum += chunk[i] * x[start + i];
+    }
+    return sum;
+}
+
+#if defined(__x86_64__)
+
+// MARK: - AVX-512
+
+__attribute__((target("avx512f"))) static inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+__attribute__((target("avx512f,f16c")))
+static inline float half512(tllm_half h) { return _cvtsh_ss(h); }
+
+__attribute__((target("avx512f")))
+static float dot_f32_avx512(const float *w, const float *x, size_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    float sum = hsum512(_mm512_add_ps(a0, a1));
+    for (; i < n; i++) sum += w[i] * x[i];
+    return sum;
+}
+
+__attribute__((target("avx512f")))
+static float dot_f16_avx512(const uint16_t *w, const float *x, size_t n) {
+    __m512 acc = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 wf = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i)));
+        acc = _mm512_fmadd_ps(wf, _mm512_loadu_ps(x + i), acc);
+    }
+    float sum = hsum512(acc);
+    for (; i < n; i++) {
+        float f;
+        tllm_f16_to_f32_ref(&w[i], &f, 1);
+        sum += f * x[i];
+    }
+    return sum;
+}
+
+__attribute__((target("avx512f,f16c")))
+static float dot_q8_0_avx512(const tllm_block_q8_0 *b, const float *x, size_t nb) {
+    __m512 total = _mm512_setzero_ps();
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].qs)));
+        __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b[i].qs + 16))));
+        __m512 s = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
+        total = _mm512_fmadd_ps(_mm512_set1_ps(half512(b[i].d)), s, total);
+    }
+    return hsum512(total);
+}
+
+/// Low nibbles of 16 bytes are weights 0..15 of a block, high nibbles 16..31.
+__attribute__((target("avx512f")))
+static inline void nibbles512(const uint8_t *qs, __m512 *low, __m512 *high) {
+    __m128i bytes = _mm_loadu_si128((const __m128i *)qs);
+    __m512i wide = _mm512_cvtepu8_epi32(bytes);
+    *low = _mm512_cvtepi32_ps(_mm512_and_si512(wide, _mm512_set1_epi32(0x0F)));
+    *high = _mm512_cvtepi32_ps(_mm512_srli_epi32(wide, 4));
+}
+
+__attribute__((target("avx512f,f16c")))
+static float dot_q4_0_avx512(const tllm_block_q4_0 *b, const float *x, size_t nb) {
+    __m512 total = _mm512_setzero_ps();
+    const __m512 eight = _mm512_set1_ps(8.0f);
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        __m512 low, high;
+        nibbles512(b[i].qs, &low, &high);
+        __m512 s = _mm512_fmadd_ps(_mm512_sub_ps(high, eight), _mm512_loadu_ps(x + 16),
+                                   _mm512_mul_ps(_mm512_sub_ps(low, eight), _mm512_loadu_ps(x)));
+        total = _mm512_fmadd_ps(_mm512_set1_ps(half512(b[i].d)), s, total);
+    }
+    return hsum512(total);
+}
+
+__attribute__((target("avx512f,f16c")))
+static float dot_q4_1_avx512(const tllm_block_q4_1 *b, const float *x, size_t nb) {
+    __m512 total = _mm512_setzero_ps(), mins = _mm512_setzero_ps();
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        __m512 low, high;
+        nibbles512(b[i].qs, &low, &high);
+        __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+        __m512 s = _mm512_fmadd_ps(high, x1, _mm512_mul_ps(low, x0));
+        total = _mm512_fmadd_ps(_mm512_set1_ps(half512(b[i].d)), s, total);
+        mins = _mm512_fmadd_ps(_mm512_set1_ps(half512(b[i].m)), _mm512_add_ps(x0, x1), mins);
+    }
+    return hsum512(_mm512_add_ps(total, mins));
+}
+
+// MARK: - AVX2 (+FMA, F16C)
+
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma")))
+static float dot_f32_avx2(const float *w, const float *x, size_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float sum = hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) sum += w[i] * x[i];
+    return sum;
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static float dot_f16_avx2(const uint16_t *w, const float *x, size_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 wf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
+        acc = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + i), acc);
+    }
+    float sum = hsum256(acc);
+    for (; i < n; i++) {
+        float f;
+        tllm_f16_to_f32_ref(&w[i], &f, 1);
+        sum += f * x[i];
+    }
+    return sum;
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static float dot_q8_0_avx2(const tllm_block_q8_0 *b, const float *x, size_t nb) {
+    __m256 total = _mm256_setzero_ps();
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        __m256 s = _mm256_setzero_ps();
+        for (int k = 0; k < 32; k += 8) {
+            __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + k))));
+            s = _mm256_fmadd_ps(q, _mm256_loadu_ps(x + k), s);
+        }
+        total = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), s, total);
+    }
+    return hsum256(total);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static float dot_q4_avx2(const uint8_t *qs, const float *x, float offset, __m256 *sum_x) {
+    // Returns sum((q - offset) * x) over one 32-weight block; accumulates sum(x) when asked.
+    __m128i bytes = _mm_loadu_si128((const __m128i *)qs);
+    __m128i low = _mm_and_si128(bytes, _mm_set1_epi8(0x0F));
+    __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm_set1_epi8(0x0F));
+    __m256 off = _mm256_set1_ps(offset);
+    __m256 s = _mm256_setzero_ps();
+    __m128i parts[4] = {low, _mm_srli_si128(low, 8), high, _mm_srli_si128(high, 8)};
+    for (int k = 0; k < 4; k++) {
+        __m256 q = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k])), off);
+        __m256 xv = _mm256_loadu_ps(x + 8 * k);
+        s = _mm256_fmadd_ps(q, xv, s);
+        if (sum_x) *sum_x = _mm256_add_ps(*sum_x, xv);
+    }
+    return hsum256(s);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static float dot_q4_0_avx2(const tllm_block_q4_0 *b, const float *x, size_t nb) {
+    float sum = 0;
+    for (size_t i = 0; i < nb; i++, x += 32) sum += _cvtsh_ss(b[i].d) * dot_q4_avx2(b[i].qs, x, 8.0f, NULL);
+    return sum;
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static float dot_q4_1_avx2(const tllm_block_q4_1 *b, const float *x, size_t nb) {
+    float sum = 0;
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        __m256 sx = _mm256_setzero_ps();
+        float qx = dot_q4_avx2(b[i].qs, x, 0.0f, &sx);
+        sum += _cvtsh_ss(b[i].d) * qx + _cvtsh_ss(b[i].m) * hsum256(sx);
+    }
+    return sum;
+}
+
+#endif  // __x86_64__
+
+float tllm_vec_dot(int type, const void *row, const float *x, size_t n) {
+#if defined(__x86_64__)
+    unsigned f = tllm_active_features();
+    if (f & TLLM_CPU_AVX512F) {
+        switch (type) {
+        case TLLM_TYPE_F32: return dot_f32_avx512(row, x, n);
+        case TLLM_TYPE_F16: return dot_f16_avx512(row, x, n);
+        case TLLM_TYPE_Q8_0: return dot_q8_0_avx512(row, x, n / 32);
+        case TLLM_TYPE_Q4_0: return dot_q4_0_avx512(row, x, n / 32);
+        case TLLM_TYPE_Q4_1: return dot_q4_1_avx512(row, x, n / 32);
+        default: break;
+        }
+    }
+    if (f & TLLM_CPU_AVX2_F16C) {
+        switch (type) {
+        case TLLM_TYPE_F32: return dot_f32_avx2(row, x, n);
+        case TLLM_TYPE_F16: return dot_f16_avx2(row, x, n);
+        case TLLM_TYPE_Q8_0: return dot_q8_0_avx2(row, x, n / 32);
+        case TLLM_TYPE_Q4_0: return dot_q4_0_avx2(row, x, n / 32);
+        case TLLM_TYPE_Q4_1: return dot_q4_1_avx2(row, x, n / 32);
+        default: break;
+        }
+    }
+#endif
+    if (type == TLLM_TYPE_F32) {
+        const float *w = row;
+        float sum = 0;
+        for (size_t i = 0; i < n; i++) sum += w[i] * x[i];
+        return sum;
+    }
+    return dot_generic(type, row, x, n);
+}
+
+// MARK: - Matrix-vector products split over the pool
+
+typedef struct {
+    int type;
+    const uint8_t *w;
+    size_t row_bytes, rows, cols;
+    const float *x;
+    size_t x_stride, batch;
+    float *y;
+    size_t y_stride;
+} matvec_job;
+
+static void matvec_task(void *raw, int index, int count) {
+    const matvec_job *job = raw;
+    // Contiguous row ranges per thread, rounded to 16 rows so threads never share a cache line of y.
+    size_t per = (job->rows + (size_t)count - 1) / (size_t)count;
+    per = (per + 15) / 16 * 16;
+    size_t start = (size_t)index * per;
+    size_t end = start + per < job->rows ? start + per : job->rows;
+    for (size_t r = start; r < end; r++) {
+        const void *row = job->w + r * job->row_bytes;
+        for (size_t b = 0; b < job->batch; b++)
+            job->y[b * job->y_stride + r] = tllm_vec_dot(job->type, row, job->x + b * job->x_stride, job->cols);
+    }
+}
+
+int tllm_matmul_rows(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols,
+                     const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride) {
+    tllm_type_traits traits = tllm_type_traits_of(type);
+    if (!traits.name || cols % traits.block_size != 0) return -1;
+    matvec_job job = {type, w, row_bytes, rows, cols, x, x_stride, batch, y, y_stride};
+    tllm_pool_run(pool, matvec_task, &job);
+    return 0;
+}
+
+int tllm_matvec(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols, const float *x,
+                float *y) {
+    return tllm_matmul_rows(pool, type, w, row_bytes, rows, cols, x, cols, 1, y, rows);
+}

@@ -1,0 +1,152 @@
+// Norm, rotary embedding, activation and attention kernels of a decoder layer.
+#include "tllm_ops.h"
+#include "tllm_quants.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tllm_rms_norm_ref(const float *x, const float *weight, float *out, size_t rows, size_t n, float eps) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        double sum = 0;
+        for (size_t i = 0; i < n; i++) sum += (double)xr[i] * xr[i];
+        float scale = (float)(1.0 / sqrt(sum / (double)n + eps));
+        for (size_t i = 0; i < n; i++) out[r * n + i] = xr[i] * scale * weight[i];
+    }
+}
+
+void tllm_rms_norm(const float *x, const float *weight, float *out, size_t rows, size_t n, float eps) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float sum = 0;
+        for (size_t i = 0; i < n; i++) sum += xr[i] * xr[i];
+        float scale = 1.0f / sqrtf(sum / (float)n + eps);
+        float *o = out + r * n;
+        for (size_t i = 0; i < n; i++) o[i] = xr[i] * scale * weight[i];
+    }
+}
+
+void tllm_rope(float *x, size_t heads, size_t head_dim, int position, float theta_base, const float *freq_factors, int neox) {
+    const size_t half = head_dim / 2;
+    for (size_t i = 0; i < half; i++) {
+        // theta_i = position * base^(-2i/d), computed in double so long contexts keep precision.
+        double frequency = pow((double)theta_base, -2.0 * (double)i / (double)head_dim);
+        if (freq_factors) frequency /= freq_factors[i];
+        double angle = (double)position * frequency;
+        float c = (float)cos(angle), s = (float)sin(angle);
+        for (size_t h = 0; h < heads; h++) {
+            float *head = x + h * head_dim;
+            size_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            float x0 = head[a], x1 = head[b];
+            head[a] = x0 * c - x1 * s;
+            head[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+void tllm_silu_mul(const float *gate, const float *up, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void tllm_log_softmax(float *x, size_t n) {
+    float max = -INFINITY;
+    for (size_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += exp((double)(x[i] - max));
+    float log_sum = (float)log(sum) + max;
+    for (size_t i = 0; i < n; i++) x[i] -= log_sum;
+}
+
+// MARK: - Attention
+
+typedef struct {
+    const float *q, *k, *v;
+    float *out;
+    size_t rows, start, heads, kv_heads, head_dim, kv_stride;
+    float scale;
+} attention_job;
+
+/// One (row, head): scores over the visible cache, softmax, weighted sum of values.
+/// Scores live in a per-thread buffer of `start + rows` floats.
+static void attend_one(const attention_job *job, size_t row, size_t head, float *scores) {
+    const size_t d = job->head_dim;
+    const size_t group = job->heads / job->kv_heads;
+    const size_t kv_head = head / group;
+    const float *q = job->q + row * job->heads * d + head * d;
+    const size_t visible = job->start + row + 1;
+    float max = -INFINITY;
+    for (size_t t = 0; t < visible; t++) {
+        const float *k = job->k + t * job->kv_stride + kv_head * d;
+        float dot = 0;
+        for (size_t i = 0; i < d; i++) dot += q[i] * k[i];
+        dot *= job->scale;
+        scores[t] = dot;
+        if (dot > max) max = dot;
+    }
+    float sum = 0;
+    for (size_t t = 0; t < visible; t++) {
+        scores[t] = expf(scores[t] - max);
+        sum += scores[t];
+    }
+    float inverse = 1.0f / sum;
+    float *out = job->out + row * job->heads * d + head * d;
+    memset(out, 0, d * sizeof(float));
+    for (size_t t = 0; t < visible; t++) {
+        const float *v = job->v + t * job->kv_stride + kv_head * d;
+        float w = scores[t] * inverse;
+        for (size_t i = 0; i < d; i++) out[i] += w * v[i];
+    }
+}
+
+static void attention_task(void *raw, int index, int count) {
+    const attention_job *job = raw;
+    size_t total = job->rows * job->heads;
+    float *scores = malloc((job->start + job->rows) * sizeof(float));
+    for (size_t item = (size_t)index; item < total; item += (size_t)count)
+        attend_one(job, item / job->heads, item % job->heads, scores);
+    free(scores);
+}
+
+void tllm_attention(tllm_pool *pool, const float *q, const float *k, const float *v, float *out, size_t rows,
+                    size_t start, size_t heads, size_t kv_heads, size_t head_dim, size_t kv_stride, float scale) {
+    attention_job job = {q, k, v, out, rows, start, heads, kv_heads, head_dim, kv_stride, scale};
+    tllm_pool_run(pool, attention_task, &job);
+}
+
+void tllm_attention_ref(const float *q, const float *k, const float *v, float *out, size_t rows, size_t start,
+                        size_t heads, size_t kv_heads, size_t head_dim, size_t kv_stride, float scale) {
+    size_t group = heads / kv_heads;
+    double *scores = malloc((start + rows) * sizeof(double));
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t h = 0; h < heads; h++) {
+            const float *qh = q + r * heads * head_dim + h * head_dim;
+            size_t visible = start + r + 1, kvh = h / group;
+            double max = -INFINITY, sum = 0;
+            for (size_t t = 0; t < visible; t++) {
+                double dot = 0;
+                for (size_t i = 0; i < head_dim; i++) dot += (double)qh[i] * k[t * kv_stride + kvh * head_dim + i];
+                scores[t] = dot * scale;
+                if (scores[t] > max) max = scores[t];
+            }
+            for (size_t t = 0; t < visible; t++) sum += (scores[t] = exp(scores[t] - max));
+            for (size_t i = 0; i < head_dim; i++) {
+                double acc = 0;
+                for (size_t t = 0; t < visible; t++) acc += scores[t] / sum * v[t * kv_stride + kvh * head_dim + i];
+                out[r * heads * head_dim + h * head_dim + i] = (float)acc;
+            }
+        }
+    }
+    free(scores);
+}
+
+int tllm_dequantize_rows(int type, const void *w, size_t row_bytes, size_t cols, size_t row_start, size_t row_count,
+                         float *out) {
+    for (size_t r = 0; r < row_count; r++) {
+        if (tllm_dequantize_ref(type, (const uint8_t *)w + (row_start + r) * row_bytes, out + r * cols, cols) != 0)
+            return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,161 @@
+// Reference dequantisation of the GGUF block formats. The arithmetic follows the order of
+// the `gguf` package's numpy code (and ggml's) operation by operation, without fused
+// multiply-add, so results are bit-identical to it.
+#pragma STDC FP_CONTRACT OFF
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+#include "tllm_quants.h"
+#include "tllm_kernels.h"
+#include <string.h>
+
+static inline float half_to_float(tllm_half h) {
+    float f;
+    tllm_f16_to_f32_ref(&h, &f, 1);
+    return f;
+}
+
+static void dequantize_q4_0(const tllm_block_q4_0 *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        for (int j = 0; j < TLLM_QK4_0 / 2; j++) {
+            y[i * TLLM_QK4_0 + j] = d * (float)((x[i].qs[j] & 0x0F) - 8);
+            y[i * TLLM_QK4_0 + j + TLLM_QK4_0 / 2] = d * (float)((x[i].qs[j] >> 4) - 8);
+        }
+    }
+}
+
+static void dequantize_q4_1(const tllm_block_q4_1 *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        const float m = half_to_float(x[i].m);
+        for (int j = 0; j < TLLM_QK4_1 / 2; j++) {
+            y[i * TLLM_QK4_1 + j] = d * (float)(x[i].qs[j] & 0x0F) + m;
+            y[i * TLLM_QK4_1 + j + TLLM_QK4_1 / 2] = d * (float)(x[i].qs[j] >> 4) + m;
+        }
+    }
+}
+
+static void dequantize_q8_0(const tllm_block_q8_0 *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        for (int j = 0; j < TLLM_QK8_0; j++) y[i * TLLM_QK8_0 + j] = (float)x[i].qs[j] * d;
+    }
+}
+
+/// The 6-bit scale and min of group j (0..7) of a K-quant block.
+static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static void dequantize_q4_K(const tllm_block_q4_K *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        const float dmin = half_to_float(x[i].dmin);
+        const uint8_t *q = x[i].qs;
+        for (int group = 0; group < 8; group += 2) {
+            uint8_t sc, m;
+            scale_min_k4(group, x[i].scales, &sc, &m);
+            const float d1 = d * (float)sc, m1 = dmin * (float)m;
+            scale_min_k4(group + 1, x[i].scales, &sc, &m);
+            const float d2 = d * (float)sc, m2 = dmin * (float)m;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+            q += 32;
+        }
+    }
+}
+
+static void dequantize_q5_K(const tllm_block_q5_K *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        const float dmin = half_to_float(x[i].dmin);
+        const uint8_t *ql = x[i].qs;
+        const uint8_t *qh = x[i].qh;
+        uint8_t u1 = 1, u2 = 2;
+        for (int group = 0; group < 8; group += 2) {
+            uint8_t sc, m;
+            scale_min_k4(group, x[i].scales, &sc, &m);
+            const float d1 = d * (float)sc, m1 = dmin * (float)m;
+            scale_min_k4(group + 1, x[i].scales, &sc, &m);
+            const float d2 = d * (float)sc, m2 = dmin * (float)m;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (float)((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+            ql += 32;
+            u1 <<= 2;
+            u2 <<= 2;
+        }
+    }
+}
+
+static void dequantize_q6_K(const tllm_block_q6_K *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        const uint8_t *ql = x[i].ql;
+        const uint8_t *qh = x[i].qh;
+        const int8_t *sc = x[i].scales;
+        for (int n = 0; n < TLLM_QK_K; n += 128) {
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                const int8_t q1 = (int8_t)((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int8_t q2 = (int8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int8_t q3 = (int8_t)((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int8_t q4 = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l + 0] = (d * (float)sc[is + 0]) * (float)q1;
+                y[l + 32] = (d * (float)sc[is + 2]) * (float)q2;
+                y[l + 64] = (d * (float)sc[is + 4]) * (float)q3;
+                y[l + 96] = (d * (float)sc[is + 6]) * (float)q4;
+            }
+            y += 128;
+            ql += 64;
+            qh += 32;
+            sc += 8;
+        }
+    }
+}
+
+tllm_type_traits tllm_type_traits_of(int type) {
+    switch (type) {
+    case TLLM_TYPE_F32: return (tllm_type_traits){"F32", 1, 4};
+    case TLLM_TYPE_F16: return (tllm_type_traits){"F16", 1, 2};
+    case TLLM_TYPE_BF16: return (tllm_type_traits){"BF16", 1, 2};
+    case TLLM_TYPE_Q4_0: return (tllm_type_traits){"Q4_0", TLLM_QK4_0, sizeof(tllm_block_q4_0)};
+    case TLLM_TYPE_Q4_1: return (tllm_type_traits){"Q4_1", TLLM_QK4_1, sizeof(tllm_block_q4_1)};
+    case TLLM_TYPE_Q8_0: return (tllm_type_traits){"Q8_0", TLLM_QK8_0, sizeof(tllm_block_q8_0)};
+    case TLLM_TYPE_Q4_K: return (tllm_type_traits){"Q4_K", TLLM_QK_K, sizeof(tllm_block_q4_K)};
+    case TLLM_TYPE_Q5_K: return (tllm_type_traits){"Q5_K", TLLM_QK_K, sizeof(tllm_block_q5_K)};
+    case TLLM_TYPE_Q6_K: return (tllm_type_traits){"Q6_K", TLLM_QK_K, sizeof(tllm_block_q6_K)};
+    default: return (tllm_type_traits){NULL, 0, 0};
+    }
+}
+
+int tllm_dequantize_ref(int type, const void *src, float *dst, size_t n) {
+    tllm_type_traits traits = tllm_type_traits_of(type);
+    if (!traits.name || n % traits.block_size != 0) return -1;
+    size_t nb = n / traits.block_size;
+    switch (type) {
+    case TLLM_TYPE_F32: memcpy(dst, src, n * sizeof(float)); return 0;
+    case TLLM_TYPE_F16: tllm_f16_to_f32_ref((const uint16_t *)src, dst, n); return 0;
+    case TLLM_TYPE_BF16: {
+        const uint16_t *h = (const uint16_t *)src;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t bits = (uint32_t)h[i] << 16;
+            memcpy(&dst[i], &bits, 4);
+        }
+        return 0;
+    }
+    case TLLM_TYPE_Q4_0: dequantize_q4_0(src, dst, nb); return 0;
+    case TLLM_TYPE_Q4_1: dequantize_q4_1(src, dst, nb); return 0;
+    case TLLM_TYPE_Q8_0: dequantize_q8_0(src, dst, nb); return 0;
+    case TLLM_TYPE_Q4_K: dequantize_q4_K(src, dst, nb); return 0;
+    case TLLM_TYPE_Q5_K: dequantize_q5_K(src, dst, nb); return 0;
+    case TLLM_TYPE_Q6_K: dequantize_q6_K(src, dst, nb); return 0;
+    default: return -1;
+    }
+}

@@ -1,0 +1,121 @@
+import CTLLMKernels
+import Testing
+
+/// Every dot-product path (portable, AVX2, AVX-512 where the machine has them) agrees with
+/// the reference (bit-exact dequantisation, double accumulation) within float rounding.
+@Suite(.serialized) struct DotProductTests {
+    static let types: [(name: String, id: Int32)] = [
+        ("F32", 0), ("F16", 1), ("BF16", 30), ("Q4_0", 2), ("Q4_1", 3), ("Q8_0", 8), ("Q4_K", 12), ("Q5_K", 13),
+        ("Q6_K", 14),
+    ]
+
+    /// Random weight rows of `type`: random bytes with finite, modest scales.
+    static func randomRows(type: Int32, rows: Int, columns: Int) -> [UInt8] {
+        let traits = tllm_type_traits_of(type)
+        let blocksPerRow = columns / traits.block_size
+        var bytes = (0..<(rows * blocksPerRow * traits.type_size)).map { _ in UInt8.random(in: 0...255) }
+        func half(_ value: Float) -> (UInt8, UInt8) {
+            let bits = Float16(value).bitPattern
+            return (UInt8(bits & 0xff), UInt8(bits >> 8))
+        }
+        for block in 0..<(rows * blocksPerRow) {
+            let base = block * traits.type_size
+            switch type {
+            case 0:
+                let value = Float.random(in: -2...2).bitPattern
+                for k in 0..<4 { bytes[base + k] = UInt8((value >> (8 * UInt32(k))) & 0xff) }
+            case 1:
+                (bytes[base], bytes[base + 1]) = half(Float.random(in: -2...2))
+            case 30:
+                let value = Float.random(in: -2...2).bitPattern >> 16
+                (bytes[base], bytes[base + 1]) = (UInt8(value & 0xff), UInt8(value >> 8))
+            case 2, 8:
+                (bytes[base], bytes[base + 1]) = half(Float.random(in: -0.1...0.1))
+            case 3, 12, 13:
+                (bytes[base], bytes[base + 1]) = half(Float.random(in: -0.1...0.1))
+                (bytes[base + 2], bytes[base + 3]) = half(Float.random(in: -0.1...0.1))
+            case 14:
+                (bytes[base + 208], bytes[base + 209]) = half(Float.random(in: -0.01...0.01))
+            default:
+                break
+            }
+        }
+        return bytes
+    }
+
+    static let paths: [UInt32] = {
+        let all = tllm_cpu_features()
+        var masks: [UInt32] = [0]
+        if all & UInt32(TLLM_CPU_AVX2_F16C) != 0 { masks.append(UInt32(TLLM_CPU_AVX2_F16C)) }
+        if all & UInt32(TLLM_CPU_AVX512F) != 0 { masks.append(all) }
+        return masks
+    }()
+
+    @Test func everyPathMatchesTheReference() {
+        let rows = 8
+        let columns = 1536
+        let x = (0..<columns).map { _ in Float.random(in: -1...1) }
+        for (name, type) in Self.types {
+            let traits = tllm_type_traits_of(type)
+            let rowBytes = columns / traits.block_size * traits.type_size
+            let weights = Self.randomRows(type: type, rows: rows, columns: columns)
+            for mask in Self.paths {
+                tllm_set_cpu_features(mask)
+                defer { tllm_set_cpu_features(~0) }
+                weights.withUnsafeBytes { w in
+                    for row in 0..<rows {
+                        let pointer = w.baseAddress! + row * rowBytes
+                        let reference = tllm_vec_dot_ref(type, pointer, x, columns)
+                        let fast = tllm_vec_dot(type, pointer, x, columns)
+                        // Bound: float accumulation over `columns` products of the dequantised magnitudes.
+                        var magnitude = [Float](repeating: 0, count: columns)
+                        tllm_dequantize_ref(type, pointer, &magnitude, columns)
+                        let scale = zip(magnitude, x).reduce(Float(0)) { $0 + abs($1.0 * $1.1) }
+                        let tolerance = max(scale * 2e-6, 1e-6)
+                        #expect(
+                            abs(fast - reference) <= tolerance,
+                            "\(name) path \(mask) row \(row): \(fast) vs \(reference)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func matvecOverThePoolEqualsRowByRow() {
+        let rows = 301
+        let columns = 768  // a whole number of 256-weight K-quant blocks
+        let x = (0..<(3 * columns)).map { _ in Float.random(in: -1...1) }
+        let pools = [1, 2, 3].map { tllm_pool_create(Int32($0)) }
+        defer { pools.forEach { tllm_pool_destroy($0) } }
+        for (name, type) in Self.types {
+            let traits = tllm_type_traits_of(type)
+            let rowBytes = columns / traits.block_size * traits.type_size
+            let weights = Self.randomRows(type: type, rows: rows, columns: columns)
+            let expected = weights.withUnsafeBytes { w in
+                (0..<3).flatMap { batch in
+                    (0..<rows).map { row in
+                        x.withUnsafeBufferPointer {
+                            tllm_vec_dot(
+                                type, w.baseAddress! + row * rowBytes, $0.baseAddress! + batch * columns, columns)
+                        }
+                    }
+                }
+            }
+            for pool in pools {
+                var y = [Float](repeating: .nan, count: 3 * rows)
+                let status = weights.withUnsafeBytes { w in
+                    tllm_matmul_rows(pool, type, w.baseAddress, rowBytes, rows, columns, x, columns, 3, &y, rows)
+                }
+                #expect(status == 0)
+                #expect(y == expected, "\(name) with \(tllm_pool_threads(pool)) threads")
+            }
+        }
+    }
+
+    @Test func unsupportedShapesAreRefused() {
+        var y = [Float](repeating: 0, count: 4)
+        let w = [UInt8](repeating: 0, count: 1024)
+        #expect(tllm_matvec(nil, 2, w, 18, 1, 33, [Float](repeating: 0, count: 33), &y) == -1)
+        #expect(tllm_matvec(nil, 6, w, 22, 1, 32, [Float](repeating: 0, count: 32), &y) == -1)
+    }
+}
