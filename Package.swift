@@ -25,9 +25,11 @@ let package = Package(
         .library(name: "TLLMWire", targets: ["TLLMWire"]),
         .library(name: "TLLMModelFiles", targets: ["TLLMModelFiles"]),
         .library(name: "TLLMHub", targets: ["TLLMHub"]),
+        .library(name: "TLLMCompute", targets: ["TLLMCompute"]),
         .library(name: "TLLMTokenizer", targets: ["TLLMTokenizer"]),
         .library(name: "TLLMChatTemplate", targets: ["TLLMChatTemplate"]),
         .executable(name: "tllm-rpc", targets: ["TLLMRPCTool"]),
+        .executable(name: "tllm-generate", targets: ["TLLMGenerate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -72,6 +74,12 @@ let package = Package(
             dependencies: ["CTLLMKernels", logging],
             swiftSettings: swiftSettings),
 
+        // Decoder layers and the model head on the CPU: our kernels and OpenBLAS.
+        .target(
+            name: "TLLMCompute",
+            dependencies: ["TLLMModelFiles", "CTLLMKernels", "COpenBLAS"],
+            swiftSettings: swiftSettings),
+
         // Where models live: local paths, the Hugging Face cache layout, downloads from the hub.
         .target(
             name: "TLLMHub",
@@ -86,6 +94,18 @@ let package = Package(
         // The Jinja subset that chat templates use.
         .target(
             name: "TLLMChatTemplate",
+            swiftSettings: swiftSettings),
+
+        // A model as a node uses it: weights + tokenizer + chat template + stop tokens.
+        .target(
+            name: "TLLMModel",
+            dependencies: ["TLLMModelFiles", "TLLMTokenizer", "TLLMChatTemplate"],
+            swiftSettings: swiftSettings),
+
+        // One-machine generation: `tllm-generate`.
+        .executableTarget(
+            name: "TLLMGenerate",
+            dependencies: ["TLLMModel", "TLLMModelFiles", "TLLMTokenizer", "TLLMChatTemplate", "TLLMCompute", "TLLMHub", argumentParser],
             swiftSettings: swiftSettings),
 
         // A small command-line peer: serves or calls the RPCService (interop tests, demos).
@@ -104,6 +124,15 @@ let package = Package(
         .testTarget(
             name: "KernelsTests",
             dependencies: ["CTLLMKernels"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMComputeTests",
+            dependencies: ["TLLMCompute", "TLLMModelFiles"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMModelTests",
+            dependencies: ["TLLMModel", "TLLMModelFiles", "TLLMChatTemplate", "TLLMTokenizer"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TLLMModelFilesTests",

@@ -1,0 +1,60 @@
+import CTLLMKernels
+import TLLMModelFiles
+
+/// The master's share of the model: token embedding, final norm and LM head.
+public final class ModelHead {
+    /// Hyperparameters.
+    public let configuration: ModelConfiguration
+    private let embedding: Linear
+    private let outputNorm: FloatStorage
+    private let output: Linear
+    private let pool: ComputePool
+    private let model: any ModelWeights
+
+    /// Loads the head's weights (the LM head reuses the embedding when tied).
+    public init(model: any ModelWeights, pool: ComputePool) throws {
+        self.model = model
+        configuration = model.configuration
+        self.pool = pool
+        embedding = try Linear(model.tensor(.embedding))
+        outputNorm = FloatStorage(try model.tensor(.outputNorm).dequantize())
+        output = model.hasTensor(.output) ? try Linear(model.tensor(.output)) : embedding
+        guard embedding.inputs == configuration.hiddenSize else {
+            throw ComputeError.badWeight(
+                "embedding width \(embedding.inputs) ≠ hidden size \(configuration.hiddenSize)")
+        }
+    }
+
+    /// Vocabulary size (rows of the LM head).
+    public var vocabularySize: Int { output.outputs }
+
+    /// Embedding rows of `tokens`, stacked.
+    public func embed(_ tokens: [Int32]) throws -> [Float] {
+        let width = configuration.hiddenSize
+        for token in tokens where token < 0 || Int(token) >= embedding.outputs {
+            throw ComputeError.badInput("token id \(token) is outside the vocabulary (0..<\(embedding.outputs))")
+        }
+        var rows = [Float](repeating: 0, count: tokens.count * width)
+        rows.withUnsafeMutableBufferPointer { buffer in
+            for (index, token) in tokens.enumerated() {
+                embedding.row(Int(token), into: buffer.baseAddress! + index * width)
+            }
+        }
+        return rows
+    }
+
+    /// Logits of each given row (final norm, then LM head): `rows × vocabularySize`.
+    public func logits(_ hidden: [Float], rows: Int) -> [Float] {
+        let width = configuration.hiddenSize
+        precondition(hidden.count == rows * width)
+        var normed = [Float](repeating: 0, count: hidden.count)
+        tllm_rms_norm(hidden, outputNorm.pointer, &normed, rows, width, configuration.rmsNormEpsilon)
+        var logits = [Float](repeating: 0, count: rows * output.outputs)
+        normed.withUnsafeBufferPointer { input in
+            logits.withUnsafeMutableBufferPointer { out in
+                output.apply(input.baseAddress!, rows: rows, into: out.baseAddress!, pool: pool)
+            }
+        }
+        return logits
+    }
+}

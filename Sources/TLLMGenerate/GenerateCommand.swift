@@ -1,0 +1,114 @@
+import ArgumentParser
+import Foundation
+import TLLMChatTemplate
+import TLLMCompute
+import TLLMHub
+import TLLMModel
+import TLLMModelFiles
+import TLLMTokenizer
+
+/// `tllm-generate`: runs a model on this machine, prints the text as it streams and the
+/// prefill / decode speeds.
+@main
+struct GenerateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tllm-generate",
+        abstract: "Generate text with a model on this machine (no cluster), streaming it to standard output.")
+
+    @Option(
+        name: .customLong("model_path"),
+        help:
+            "A .gguf file, a Hugging Face directory or ORG/NAME[@REV][:FILE]. Default: the embedded SmolLM2-135M-Instruct."
+    )
+    var modelPath: String?
+
+    @Option(help: "The prompt: a user message, rendered with the model's chat template unless --raw.")
+    var prompt: String = "Tell me a short story about a robot who learns to paint."
+
+    @Flag(help: "Feed the prompt as is, without the chat template.")
+    var raw = false
+
+    @Option(name: .customLong("max_tokens"), help: "Tokens to generate at most.")
+    var maxTokens = 128
+
+    @Option(help: "0 is greedy.")
+    var temperature: Float = 0
+
+    @Option(name: .customLong("top_p")) var topP: Float = 1
+    @Option(name: .customLong("top_k")) var topK: Int = -1
+    @Option(name: .customLong("min_p")) var minP: Float = 0
+    @Option var seed: UInt64?
+
+    @Option(help: "Compute threads (default: one per core).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Flag(help: "Keep generating after a stop token (benchmarks).")
+    var ignoreEOS = false
+
+    func run() async throws {
+        let path = try await resolveModel()
+        let bundle = try ModelBundle.open(path: path)
+        let layers = bundle.weights.configuration.layerCount
+        let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: threads)
+        let head = try HeadActor(model: bundle.weights, threads: threads)
+
+        let text =
+            raw ? prompt : try bundle.renderChat(messages: [.dictionary(["role": "user", "content": .string(prompt)])])
+        let promptTokens = bundle.tokenizer.encode(text, addSpecialTokens: true)
+        var sampler = Sampler(
+            parameters: SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
+            vocabularySize: head.vocabularySize, prompt: promptTokens)
+        var decoder = bundle.tokenizer.makeIncrementalDecoder(skipSpecialTokens: true)
+        let clock = ContinuousClock()
+
+        let start = clock.now
+        var hidden = try await head.embed(promptTokens)
+        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "g", rows: promptTokens.count)])
+        let width = bundle.weights.configuration.hiddenSize
+        var logits = await head.logits(Array(hidden.suffix(width)), rows: 1)
+        let prefillTime = clock.now - start
+
+        var generated = 0
+        let decodeStart = clock.now
+        while generated < maxTokens {
+            let token = logits.withUnsafeMutableBufferPointer { sampler.sample($0) }
+            sampler.accept(token)
+            generated += 1
+            if bundle.stopTokenIDs.contains(token) && !ignoreEOS { break }
+            FileHandle.standardOutput.write(Data(decoder.append(token).utf8))
+            if generated == maxTokens { break }
+            hidden = try await head.embed([token])
+            hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "g", rows: 1)])
+            logits = await head.logits(hidden, rows: 1)
+        }
+        FileHandle.standardOutput.write(Data((decoder.flush() + "\n").utf8))
+        let decodeTime = clock.now - decodeStart
+        let report = String(
+            format:
+                "prompt %d tokens, prefill %.1f tok/s (%.0f ms); generated %d tokens, decode %.1f tok/s; threads %d\n",
+            promptTokens.count, Double(promptTokens.count) / prefillTime.seconds, prefillTime.seconds * 1000, generated,
+            Double(max(generated - 1, 0)) / max(decodeTime.seconds, 1e-9), threads)
+        FileHandle.standardError.write(Data(report.utf8))
+    }
+
+    private func resolveModel() async throws -> String {
+        if let modelPath {
+            return try await ModelLocator().resolve(modelPath).modelURL.path
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let candidates = [environment["TLLM_DEFAULT_MODEL"], "models/SmolLM2-135M-Instruct.Q4_1.gguf"].compactMap { $0 }
+        guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            throw ValidationError(
+                "no --model_path and the default model is missing: run scripts/fetch-default-model.sh (or set TLLM_DEFAULT_MODEL)"
+            )
+        }
+        return found
+    }
+}
+
+extension Duration {
+    fileprivate var seconds: Double {
+        let (whole, fraction) = components
+        return Double(whole) + Double(fraction) / 1e18
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+
+@testable import TLLMCompute
+@testable import TLLMModelFiles
+
+/// The decoder on the embedded default model (SmolLM2-135M-Instruct Q4_1) against a
+/// float32 numpy implementation of the Hugging Face semantics (Tests/fixture-scripts/reference_logits.py).
+@Suite(.serialized) struct LlamaForwardTests {
+    static let modelPath =
+        ProcessInfo.processInfo.environment["TLLM_DEFAULT_MODEL"]
+        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+        .appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+    static var enabled: Bool {
+        FileManager.default.fileExists(atPath: modelPath) || ProcessInfo.processInfo.environment["CI"] != nil
+    }
+
+    struct Reference: Decodable {
+        var ids: [Int32]
+        var top_ids: [[Int]]
+        var top_logprobs: [[Double]]
+    }
+
+    static func reference() throws -> Reference {
+        let url = try #require(Bundle.module.url(forResource: "Fixtures/reference_logits", withExtension: "json"))
+        return try JSONDecoder().decode(Reference.self, from: Data(contentsOf: url))
+    }
+
+    static func logSoftmax(_ row: ArraySlice<Float>) -> [Double] {
+        let maximum = Double(row.max() ?? 0)
+        let sum = row.reduce(0.0) { $0 + exp(Double($1) - maximum) }
+        return row.map { Double($0) - maximum - log(sum) }
+    }
+
+    @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
+    func teacherForcedLogitsMatchTheFloat32Reference() async throws {
+        let reference = try Self.reference()
+        let model = try GGUFModel(path: Self.modelPath)
+        let shard = try ShardActor(model: model, layers: 0..<model.configuration.layerCount, threads: 2)
+        let head = try HeadActor(model: model, threads: 2)
+        var hidden = try await head.embed(reference.ids)
+        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "a", rows: reference.ids.count)])
+        let logits = await head.logits(hidden, rows: reference.ids.count)
+        let vocabulary = head.vocabularySize
+        var agree = 0
+        var worst = 0.0
+        for position in reference.ids.indices {
+            let row = logits[(position * vocabulary)..<((position + 1) * vocabulary)]
+            let logprobs = Self.logSoftmax(row)
+            let ours = logprobs.indices.max { logprobs[$0] < logprobs[$1] }!
+            if ours == reference.top_ids[position][0] { agree += 1 }
+            worst = max(worst, abs(logprobs[reference.top_ids[position][0]] - reference.top_logprobs[position][0]))
+        }
+        #expect(agree == reference.ids.count, "top-1 agreement \(agree)/\(reference.ids.count)")
+        #expect(worst < 0.01, "largest log-prob difference \(worst)")
+    }
+
+    @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
+    func batchedSequencesEqualEachAlone() async throws {
+        let model = try GGUFModel(path: Self.modelPath)
+        let head = try HeadActor(model: model, threads: 2)
+        let prompts: [[Int32]] = [
+            [1, 2, 3], [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000], [42], [7, 7, 7, 7, 7], Array(2000..<2020),
+        ]
+        // Alone, each in a fresh shard, prefill then one decode token.
+        var alone: [[Float]] = []
+        for prompt in prompts {
+            let shard = try ShardActor(model: model, layers: 0..<model.configuration.layerCount, threads: 2)
+            var hidden = try await head.embed(prompt)
+            hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "s", rows: prompt.count)])
+            var next = try await head.embed([5])
+            next = try await shard.forward(next, sequences: [SequenceSlice(id: "s", rows: 1)])
+            alone.append(await head.logits(next, rows: 1))
+        }
+        // Together: one prefill step with all five packed, then one decode step with all five.
+        let shard = try ShardActor(model: model, layers: 0..<model.configuration.layerCount, threads: 2)
+        var hidden = try await head.embed(prompts.flatMap { $0 })
+        hidden = try await shard.forward(
+            hidden, sequences: prompts.enumerated().map { SequenceSlice(id: "s\($0)", rows: $1.count) })
+        var next = try await head.embed(Array(repeating: 5, count: prompts.count))
+        next = try await shard.forward(next, sequences: prompts.indices.map { SequenceSlice(id: "s\($0)", rows: 1) })
+        let together = await head.logits(next, rows: prompts.count)
+        let vocabulary = head.vocabularySize
+        for index in prompts.indices {
+            let batched = Array(together[(index * vocabulary)..<((index + 1) * vocabulary)])
+            let difference = zip(batched, alone[index]).map { abs($0 - $1) }.max() ?? 0
+            #expect(difference < 1e-3, "sequence \(index): max logit difference \(difference)")
+        }
+    }
+
+    @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
+    func twoShardsEqualOne() async throws {
+        let model = try GGUFModel(path: Self.modelPath)
+        let head = try HeadActor(model: model, threads: 2)
+        let tokens: [Int32] = [1, 504, 2284, 314, 7042, 30, 216, 198]
+        let whole = try ShardActor(model: model, layers: 0..<30, threads: 2)
+        let first = try ShardActor(model: model, layers: 0..<15, threads: 2)
+        let second = try ShardActor(model: model, layers: 15..<30, threads: 2)
+        var a = try await head.embed(tokens)
+        a = try await whole.forward(a, sequences: [SequenceSlice(id: "x", rows: tokens.count)])
+        var b = try await head.embed(tokens)
+        b = try await first.forward(b, sequences: [SequenceSlice(id: "x", rows: tokens.count)])
+        b = try await second.forward(b, sequences: [SequenceSlice(id: "x", rows: tokens.count)])
+        #expect(a == b)
+    }
+
+    @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
+    func badInputsAreClearErrors() async throws {
+        let model = try GGUFModel(path: Self.modelPath)
+        let head = try HeadActor(model: model, threads: 2)
+        await #expect(throws: ComputeError.self) { try await head.embed([49152]) }
+        #expect(throws: ComputeError.self) { try ShardActor(model: model, layers: 25..<31, threads: 2) }
+        let shard = try ShardActor(model: model, layers: 29..<30, threads: 2)
+        let wrong = [Float](repeating: 0, count: 10)
+        await #expect(throws: ComputeError.self) {
+            try await shard.forward(wrong, sequences: [SequenceSlice(id: "a", rows: 1)])
+        }
+        let tooLong = [Float](repeating: 0.01, count: 8193 * 576)
+        await #expect(throws: ComputeError.self) {
+            try await shard.forward(tooLong, sequences: [SequenceSlice(id: "b", rows: 8193)])
+        }
+        // The shard keeps working after refusing.
+        let fine = try await shard.forward(
+            [Float](repeating: 0.01, count: 576), sequences: [SequenceSlice(id: "c", rows: 1)])
+        #expect(fine.count == 576)
+    }
+}
