@@ -121,6 +121,12 @@ let package = Package(
             path: "Benchmarks/RPCBenchmark",
             swiftSettings: swiftSettings),
 
+        .executableTarget(
+            name: "GenerateBenchmark",
+            dependencies: ["TLLMCompute", "TLLMModelFiles", argumentParser],
+            path: "Benchmarks/GenerateBenchmark",
+            swiftSettings: swiftSettings),
+
         .testTarget(
             name: "KernelsTests",
             dependencies: ["CTLLMKernels"],

@@ -79,10 +79,8 @@ static void attend_one(const attention_job *job, size_t row, size_t head, float 
     const size_t visible = job->start + row + 1;
     float max = -INFINITY;
     for (size_t t = 0; t < visible; t++) {
-        const float *k = job->k + t * job->kv_stride + kv_head * d;
-        float dot = 0;
-        for (size_t i = 0; i < d; i++) dot += q[i] * k[i];
-        dot *= job->scale;
+        // The SIMD dot product: a scalar reduction here is bound by the add latency.
+        const float dot = tllm_vec_dot(TLLM_TYPE_F32, job->k + t * job->kv_stride + kv_head * d, q, d) * job->scale;
         scores[t] = dot;
         if (dot > max) max = dot;
     }

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import TLLMCompute
+import TLLMModelFiles
+
+/// Prefill and decode speed of the compute path, measured like llama.cpp's `llama-bench`:
+/// `pp N` = one prefill step of N tokens, `tg N` = N single-token decode steps after it.
+/// `Benchmarks/generate/run.sh` runs it next to llama-bench on the same file and threads.
+@main
+struct GenerateBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "generate-benchmark")
+
+    @Option(name: .customLong("model"), help: "A .gguf file or a Hugging Face directory.")
+    var modelPath: String
+
+    @Option(help: "Prompt tokens of the prefill measurement.")
+    var prompt = 512
+
+    @Option(help: "Tokens of the decode measurement.")
+    var generate = 128
+
+    @Option(help: "Comma-separated thread counts.")
+    var threads = "1,2"
+
+    @Option(help: "Repetitions (the best is reported, as llama-bench reports the mean; see docs).")
+    var repetitions = 3
+
+    @Option(help: "Write results as JSON here.")
+    var json: String?
+
+    func run() async throws {
+        let model: any ModelWeights =
+            modelPath.hasSuffix(".gguf") ? try GGUFModel(path: modelPath) : try HuggingFaceModel(directory: modelPath)
+        let configuration = model.configuration
+        var results: [[String: Any]] = []
+        for threadCount in threads.split(separator: ",").compactMap({ Int($0) }) {
+            let shard = try ShardActor(model: model, layers: 0..<configuration.layerCount, threads: threadCount)
+            let head = try HeadActor(model: model, threads: threadCount)
+            var generator = SystemRandomNumberGenerator()
+            let tokens = (0..<prompt).map { _ in Int32.random(in: 0..<Int32(head.vocabularySize), using: &generator) }
+            let clock = ContinuousClock()
+            var prefillBest = Duration.seconds(1e9)
+            var decodeBest = Duration.seconds(1e9)
+            for repetition in 0..<repetitions {
+                let id = "bench-\(threadCount)-\(repetition)"
+                let start = clock.now
+                var hidden = try await head.embed(tokens)
+                hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: id, rows: tokens.count)])
+                _ = await head.logits(Array(hidden.suffix(configuration.hiddenSize)), rows: 1)
+                prefillBest = min(prefillBest, clock.now - start)
+                let decodeStart = clock.now
+                var token: Int32 = 1
+                for _ in 0..<generate {
+                    var row = try await head.embed([token])
+                    row = try await shard.forward(row, sequences: [SequenceSlice(id: id, rows: 1)])
+                    let logits = await head.logits(row, rows: 1)
+                    token = Int32(logits.indices.max { logits[$0] < logits[$1] } ?? 0)
+                }
+                decodeBest = min(decodeBest, clock.now - decodeStart)
+                await shard.release([id])
+            }
+            let prefillRate = Double(prompt) / prefillBest.seconds
+            let decodeRate = Double(generate) / decodeBest.seconds
+            FileHandle.standardError.write(
+                Data(
+                    String(
+                        format: "tllm  %@  threads %d  pp%d %8.1f tok/s  tg%d %7.1f tok/s\n",
+                        (modelPath as NSString).lastPathComponent, threadCount, prompt, prefillRate, generate, decodeRate
+                    ).utf8))
+            results.append([
+                "threads": threadCount, "pp": prompt, "pp_tokens_per_s": prefillRate, "tg": generate,
+                "tg_tokens_per_s": decodeRate,
+            ])
+        }
+        let output = try JSONSerialization.data(
+            withJSONObject: ["impl": "tllm-swift", "model": modelPath, "results": results], options: [.sortedKeys])
+        if let json { try output.write(to: URL(fileURLWithPath: json)) } else { print(String(decoding: output, as: UTF8.self)) }
+    }
+}
+
+extension Duration {
+    fileprivate var seconds: Double {
+        let (whole, fraction) = components
+        return Double(whole) + Double(fraction) / 1e18
+    }
+}
