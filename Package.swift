@@ -105,7 +105,10 @@ let package = Package(
         // One-machine generation: `tllm-generate`.
         .executableTarget(
             name: "TLLMGenerate",
-            dependencies: ["TLLMModel", "TLLMModelFiles", "TLLMTokenizer", "TLLMChatTemplate", "TLLMCompute", "TLLMHub", argumentParser],
+            dependencies: [
+                "TLLMModel", "TLLMModelFiles", "TLLMTokenizer", "TLLMChatTemplate", "TLLMCompute", "TLLMHub",
+                argumentParser,
+            ],
             swiftSettings: swiftSettings),
 
         // A small command-line peer: serves or calls the RPCService (interop tests, demos).
@@ -133,7 +136,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TLLMComputeTests",
-            dependencies: ["TLLMCompute", "TLLMModelFiles"],
+            dependencies: ["TLLMCompute", "TLLMModelFiles", "TLLMModel", "TLLMTokenizer"],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings),
         .testTarget(

@@ -28,14 +28,19 @@ struct GenerateBenchmark: AsyncParsableCommand {
     @Option(help: "Write results as JSON here.")
     var json: String?
 
+    @Flag(help: "Quantise activations to 8 bits in decode.")
+    var int8Activations = false
+
     func run() async throws {
         let model: any ModelWeights =
             modelPath.hasSuffix(".gguf") ? try GGUFModel(path: modelPath) : try HuggingFaceModel(directory: modelPath)
         let configuration = model.configuration
         var results: [[String: Any]] = []
         for threadCount in threads.split(separator: ",").compactMap({ Int($0) }) {
-            let shard = try ShardActor(model: model, layers: 0..<configuration.layerCount, threads: threadCount)
-            let head = try HeadActor(model: model, threads: threadCount)
+            let options = ComputeOptions(int8Activations: int8Activations)
+            let shard = try ShardActor(
+                model: model, layers: 0..<configuration.layerCount, threads: threadCount, options: options)
+            let head = try HeadActor(model: model, threads: threadCount, options: options)
             var generator = SystemRandomNumberGenerator()
             let tokens = (0..<prompt).map { _ in Int32.random(in: 0..<Int32(head.vocabularySize), using: &generator) }
             let clock = ContinuousClock()
@@ -64,17 +69,23 @@ struct GenerateBenchmark: AsyncParsableCommand {
             FileHandle.standardError.write(
                 Data(
                     String(
-                        format: "tllm  %@  threads %d  pp%d %8.1f tok/s  tg%d %7.1f tok/s\n",
-                        (modelPath as NSString).lastPathComponent, threadCount, prompt, prefillRate, generate, decodeRate
+                        format: "tllm%@  %@  threads %d  pp%d %8.1f tok/s  tg%d %7.1f tok/s\n",
+                        int8Activations ? "-int8" : "",
+                        (modelPath as NSString).lastPathComponent, threadCount, prompt, prefillRate, generate,
+                        decodeRate
                     ).utf8))
             results.append([
                 "threads": threadCount, "pp": prompt, "pp_tokens_per_s": prefillRate, "tg": generate,
-                "tg_tokens_per_s": decodeRate,
+                "tg_tokens_per_s": decodeRate, "int8_activations": int8Activations,
             ])
         }
         let output = try JSONSerialization.data(
             withJSONObject: ["impl": "tllm-swift", "model": modelPath, "results": results], options: [.sortedKeys])
-        if let json { try output.write(to: URL(fileURLWithPath: json)) } else { print(String(decoding: output, as: UTF8.self)) }
+        if let json {
+            try output.write(to: URL(fileURLWithPath: json))
+        } else {
+            print(String(decoding: output, as: UTF8.self))
+        }
     }
 }
 

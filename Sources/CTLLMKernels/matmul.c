@@ -286,13 +286,18 @@ typedef struct {
     size_t y_stride;
 } matvec_job;
 
+void tllm_row_range(size_t rows, int index, int count, size_t *start, size_t *end) {
+    // Contiguous row ranges per thread, rounded to 16 rows so threads never share a cache line of y.
+    size_t per = (rows + (size_t)count - 1) / (size_t)count;
+    per = (per + 15) / 16 * 16;
+    *start = (size_t)index * per < rows ? (size_t)index * per : rows;
+    *end = *start + per < rows ? *start + per : rows;
+}
+
 static void matvec_task(void *raw, int index, int count) {
     const matvec_job *job = raw;
-    // Contiguous row ranges per thread, rounded to 16 rows so threads never share a cache line of y.
-    size_t per = (job->rows + (size_t)count - 1) / (size_t)count;
-    per = (per + 15) / 16 * 16;
-    size_t start = (size_t)index * per;
-    size_t end = start + per < job->rows ? start + per : job->rows;
+    size_t start, end;
+    tllm_row_range(job->rows, index, count, &start, &end);
     for (size_t r = start; r < end; r++) {
         const void *row = job->w + r * job->row_bytes;
         for (size_t b = 0; b < job->batch; b++)

@@ -1,3 +1,4 @@
+import COpenBLAS
 import CTLLMKernels
 
 /// A fixed pool of compute threads (one per core by default) that the kernels split their
@@ -10,6 +11,9 @@ public final class ComputePool: @unchecked Sendable {
 
     /// Creates a pool of `threads` threads (the calling thread counts as one).
     public init(threads: Int) {
+        // All parallelism comes from this pool; OpenBLAS runs single-threaded inside it
+        // (its own threads would busy-wait against ours on a machine with few cores).
+        openblas_set_num_threads(1)
         self.threads = max(1, threads)
         pointer = tllm_pool_create(Int32(self.threads))
     }

@@ -22,6 +22,7 @@ public final class DecoderShard {
     public let layers: Range<Int>
     private let weights: [LayerWeights]
     private let pool: ComputePool
+    private let options: ComputeOptions
     private let ropeFactors: FloatStorage?
     private let neoxRope: Bool
     private var caches: [String: SequenceCache] = [:]
@@ -36,7 +37,11 @@ public final class DecoderShard {
     }
 
     /// Loads the weights of `layers` (views into the mapped file; nothing is copied for GGUF).
-    public init(model: any ModelWeights, layers: Range<Int>, pool: ComputePool) throws {
+    public init(
+        model: any ModelWeights, layers: Range<Int>, pool: ComputePool, options: ComputeOptions = ComputeOptions()
+    )
+        throws
+    {
         let configuration = model.configuration
         guard layers.lowerBound >= 0, layers.upperBound <= configuration.layerCount, !layers.isEmpty else {
             throw ComputeError.badInput("layer range \(layers) is outside 0..<\(configuration.layerCount)")
@@ -45,6 +50,7 @@ public final class DecoderShard {
         self.configuration = configuration
         self.layers = layers
         self.pool = pool
+        self.options = options
         // llama.cpp permutes Llama Q/K rows for adjacent-pair rotation; Hugging Face uses half rotation.
         neoxRope = !model.queryKeyRowsPermuted
         func vector(_ role: TensorRole) throws -> FloatStorage { FloatStorage(try model.tensor(role).dequantize()) }
@@ -123,9 +129,12 @@ public final class DecoderShard {
             let x = buffer.baseAddress!
             for (layerIndex, layer) in weights.enumerated() {
                 tllm_rms_norm(x, layer.attentionNorm.pointer, normed.pointer, rows, c.hiddenSize, c.rmsNormEpsilon)
-                layer.query.apply(normed.pointer, rows: rows, into: q.pointer, pool: pool)
-                layer.key.apply(normed.pointer, rows: rows, into: k.pointer, pool: pool)
-                layer.value.apply(normed.pointer, rows: rows, into: v.pointer, pool: pool)
+                layer.query.apply(
+                    normed.pointer, rows: rows, into: q.pointer, pool: pool, int8Activations: options.int8Activations)
+                layer.key.apply(
+                    normed.pointer, rows: rows, into: k.pointer, pool: pool, int8Activations: options.int8Activations)
+                layer.value.apply(
+                    normed.pointer, rows: rows, into: v.pointer, pool: pool, int8Activations: options.int8Activations)
                 addBias(layer.queryBias, to: q.pointer, rows: rows, width: qWidth)
                 addBias(layer.keyBias, to: k.pointer, rows: rows, width: kvWidth)
                 addBias(layer.valueBias, to: v.pointer, rows: rows, width: kvWidth)
@@ -154,14 +163,21 @@ public final class DecoderShard {
                         kvWidth, scale)
                     row += slice.rows
                 }
-                layer.output.apply(attention.pointer, rows: rows, into: projected.pointer, pool: pool)
+                layer.output.apply(
+                    attention.pointer, rows: rows, into: projected.pointer, pool: pool,
+                    int8Activations: options.int8Activations)
                 for i in 0..<(rows * c.hiddenSize) { x[i] += projected.pointer[i] }
 
                 tllm_rms_norm(x, layer.feedForwardNorm.pointer, normed.pointer, rows, c.hiddenSize, c.rmsNormEpsilon)
-                layer.gate.apply(normed.pointer, rows: rows, into: gate.pointer, pool: pool)
-                layer.up.apply(normed.pointer, rows: rows, into: up.pointer, pool: pool)
+                layer.gate.apply(
+                    normed.pointer, rows: rows, into: gate.pointer, pool: pool, int8Activations: options.int8Activations
+                )
+                layer.up.apply(
+                    normed.pointer, rows: rows, into: up.pointer, pool: pool, int8Activations: options.int8Activations)
                 tllm_silu_mul(gate.pointer, up.pointer, gate.pointer, rows * c.intermediateSize)
-                layer.down.apply(gate.pointer, rows: rows, into: projected.pointer, pool: pool)
+                layer.down.apply(
+                    gate.pointer, rows: rows, into: projected.pointer, pool: pool,
+                    int8Activations: options.int8Activations)
                 for i in 0..<(rows * c.hiddenSize) { x[i] += projected.pointer[i] }
             }
         }

@@ -53,33 +53,36 @@ struct Linear: @unchecked Sendable {
         }
     }
 
-    /// y[rows × outputs] = x[rows × inputs] · Wᵀ.
-    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
+    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. With `int8Activations`, few-row products of
+    /// Q4_0 / Q4_1 / Q8_0 weights quantise x to 8 bits and use integer dot products.
+    func apply(
+        _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool,
+        int8Activations: Bool = false
+    ) {
         withExtendedLifetime(owner) {
+            if int8Activations && rows < Self.sgemmMinimumRows && tllm_q8_supported(type) != 0 {
+                let status = tllm_matmul_rows_q8(
+                    pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, y, outputs)
+                precondition(status == 0, "8-bit matmul on weight type \(type) failed")
+                return
+            }
             if rows < Self.sgemmMinimumRows || type == Int32(TLLM_TYPE_F32.rawValue) && rows < 2 {
                 let status = tllm_matmul_rows(
                     pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, y, outputs)
                 precondition(status == 0, "matmul on an unsupported weight type \(type)")
                 return
             }
-            if type == Int32(TLLM_TYPE_F32.rawValue) {
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outputs), Int32(inputs), 1, x,
-                    Int32(inputs), base.assumingMemoryBound(to: Float.self), Int32(inputs), 0, y, Int32(outputs))
-                return
-            }
-            let tile = UnsafeMutablePointer<Float>.allocate(capacity: Self.tileRows * inputs)
-            defer { tile.deallocate() }
-            var start = 0
-            while start < outputs {
-                let count = min(Self.tileRows, outputs - start)
-                tllm_dequantize_rows(type, base, rowBytes, inputs, start, count, tile)
-                // y[:, start ..< start+count] = x · tileᵀ, written with row stride `outputs`.
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(count), Int32(inputs), 1, x,
-                    Int32(inputs),
-                    tile, Int32(inputs), 0, y + start, Int32(outputs))
-                start += count
+            // Many rows: each pool thread dequantises its own tiles of weight rows and runs a
+            // single-threaded sgemm on them (OpenBLAS's own threads would spin against ours).
+            var job = TiledProduct(
+                type: type, weights: base, rowBytes: rowBytes, outputs: outputs, inputs: inputs, x: x, rows: rows, y: y)
+            withUnsafeMutablePointer(to: &job) { pointer in
+                tllm_pool_run(
+                    pool.pointer,
+                    { context, index, count in
+                        context!.assumingMemoryBound(to: TiledProduct.self).pointee.run(
+                            thread: Int(index), of: Int(count))
+                    }, pointer)
             }
         }
     }
@@ -88,6 +91,40 @@ struct Linear: @unchecked Sendable {
     func row(_ index: Int, into output: UnsafeMutablePointer<Float>) {
         withExtendedLifetime(owner) {
             _ = tllm_dequantize_rows(type, base, rowBytes, inputs, index, 1, output)
+        }
+    }
+}
+
+/// y = x · Wᵀ for many rows, split by output tiles over the pool's threads.
+private struct TiledProduct {
+    let type: Int32
+    let weights: UnsafeRawPointer
+    let rowBytes: Int
+    let outputs: Int
+    let inputs: Int
+    let x: UnsafePointer<Float>
+    let rows: Int
+    let y: UnsafeMutablePointer<Float>
+
+    func run(thread: Int, of threads: Int) {
+        let tiles = (outputs + Linear.tileRows - 1) / Linear.tileRows
+        var tile: UnsafeMutablePointer<Float>?
+        defer { tile?.deallocate() }
+        for index in stride(from: thread, to: tiles, by: threads) {
+            let start = index * Linear.tileRows
+            let count = min(Linear.tileRows, outputs - start)
+            let matrix: UnsafePointer<Float>
+            if type == Int32(TLLM_TYPE_F32.rawValue) {
+                matrix = (weights + start * rowBytes).assumingMemoryBound(to: Float.self)
+            } else {
+                if tile == nil { tile = .allocate(capacity: Linear.tileRows * inputs) }
+                tllm_dequantize_rows(type, weights, rowBytes, inputs, start, count, tile!)
+                matrix = UnsafePointer(tile!)
+            }
+            // y[:, start ..< start+count] = x · tileᵀ, written with row stride `outputs`.
+            cblas_sgemm(
+                CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(count), Int32(inputs), 1, x, Int32(inputs),
+                matrix, Int32(inputs), 0, y + start, Int32(outputs))
         }
     }
 }
@@ -107,6 +144,17 @@ final class FloatStorage: @unchecked Sendable {
         pointer.initialize(repeating: 0, count: count)
     }
     deinit { pointer.deallocate() }
+}
+
+/// How a shard or head computes.
+public struct ComputeOptions: Sendable, Hashable {
+    /// Quantise activations to 8 bits for decode-sized products of Q4_0 / Q4_1 / Q8_0 weights
+    /// (llama.cpp's approach: faster, not bit-faithful to the float path).
+    public var int8Activations: Bool
+
+    public init(int8Activations: Bool = false) {
+        self.int8Activations = int8Activations
+    }
 }
 
 /// Why a model cannot be computed.

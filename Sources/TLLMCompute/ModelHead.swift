@@ -9,11 +9,13 @@ public final class ModelHead {
     private let outputNorm: FloatStorage
     private let output: Linear
     private let pool: ComputePool
+    private let options: ComputeOptions
     private let model: any ModelWeights
 
     /// Loads the head's weights (the LM head reuses the embedding when tied).
-    public init(model: any ModelWeights, pool: ComputePool) throws {
+    public init(model: any ModelWeights, pool: ComputePool, options: ComputeOptions = ComputeOptions()) throws {
         self.model = model
+        self.options = options
         configuration = model.configuration
         self.pool = pool
         embedding = try Linear(model.tensor(.embedding))
@@ -52,7 +54,7 @@ public final class ModelHead {
         var logits = [Float](repeating: 0, count: rows * output.outputs)
         normed.withUnsafeBufferPointer { input in
             logits.withUnsafeMutableBufferPointer { out in
-                output.apply(input.baseAddress!, rows: rows, into: out.baseAddress!, pool: pool)
+                output.apply(input.baseAddress!, rows: rows, into: out.baseAddress!, pool: pool, int8Activations: false)
             }
         }
         return logits

@@ -15,9 +15,11 @@ public actor ShardActor {
     public nonisolated let layers: Range<Int>
 
     /// Loads `layers` of `model` with a pool of `threads` compute threads.
-    public init(model: any ModelWeights, layers: Range<Int>, threads: Int) throws {
+    public init(model: any ModelWeights, layers: Range<Int>, threads: Int, options: ComputeOptions = ComputeOptions())
+        throws
+    {
         executor = ComputeThreadExecutor(name: "tllm-shard-\(layers.lowerBound)-\(layers.upperBound)")
-        shard = try DecoderShard(model: model, layers: layers, pool: ComputePool(threads: threads))
+        shard = try DecoderShard(model: model, layers: layers, pool: ComputePool(threads: threads), options: options)
         self.layers = layers
     }
 
@@ -62,9 +64,9 @@ public actor HeadActor {
     public nonisolated let vocabularySize: Int
 
     /// Loads the head of `model` with a pool of `threads` compute threads.
-    public init(model: any ModelWeights, threads: Int) throws {
+    public init(model: any ModelWeights, threads: Int, options: ComputeOptions = ComputeOptions()) throws {
         executor = ComputeThreadExecutor(name: "tllm-head")
-        head = try ModelHead(model: model, pool: ComputePool(threads: threads))
+        head = try ModelHead(model: model, pool: ComputePool(threads: threads), options: options)
         vocabularySize = head.vocabularySize
     }
 

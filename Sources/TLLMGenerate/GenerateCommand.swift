@@ -45,12 +45,18 @@ struct GenerateCommand: AsyncParsableCommand {
     @Flag(help: "Keep generating after a stop token (benchmarks).")
     var ignoreEOS = false
 
+    @Flag(
+        name: .customLong("int8_activations"),
+        help: "Quantise activations to 8 bits in decode (faster, like llama.cpp; not bit-faithful to the float path).")
+    var int8Activations = false
+
     func run() async throws {
         let path = try await resolveModel()
         let bundle = try ModelBundle.open(path: path)
         let layers = bundle.weights.configuration.layerCount
-        let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: threads)
-        let head = try HeadActor(model: bundle.weights, threads: threads)
+        let options = ComputeOptions(int8Activations: int8Activations)
+        let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: threads, options: options)
+        let head = try HeadActor(model: bundle.weights, threads: threads, options: options)
 
         let text =
             raw ? prompt : try bundle.renderChat(messages: [.dictionary(["role": "user", "content": .string(prompt)])])

@@ -43,13 +43,7 @@ import Testing
         return bytes
     }
 
-    static let paths: [UInt32] = {
-        let all = tllm_cpu_features()
-        var masks: [UInt32] = [0]
-        if all & UInt32(TLLM_CPU_AVX2_F16C) != 0 { masks.append(UInt32(TLLM_CPU_AVX2_F16C)) }
-        if all & UInt32(TLLM_CPU_AVX512F) != 0 { masks.append(all) }
-        return masks
-    }()
+    static let paths = KernelPaths.available(top: TLLM_CPU_AVX512F)
 
     @Test func everyPathMatchesTheReference() {
         let rows = 8

@@ -1,4 +1,6 @@
 import Foundation
+import TLLMModel
+import TLLMTokenizer
 import Testing
 
 @testable import TLLMCompute
@@ -124,5 +126,52 @@ import Testing
         let fine = try await shard.forward(
             [Float](repeating: 0.01, count: 576), sequences: [SequenceSlice(id: "c", rows: 1)])
         #expect(fine.count == 576)
+    }
+}
+
+/// The optional 8-bit-activation path against the float path, decoding token by token.
+@Suite(.serialized) struct Int8ActivationTests {
+    /// A few hundred tokens of ordinary English (perplexity is too noisy on a few dozen).
+    static let text = """
+        The history of computing is a story of machines becoming smaller, cheaper and more \
+        connected. Early computers filled whole rooms and were operated by specialists who fed \
+        them punched cards. Over the following decades, transistors replaced vacuum tubes, \
+        integrated circuits replaced individual transistors, and the personal computer brought \
+        computation into homes and offices. Networks then linked these machines together, first \
+        within universities and companies and later across the whole world. Today a single \
+        program can run on thousands of computers at once, splitting its work into pieces that \
+        are computed in parallel and combined at the end. Large language models follow the same \
+        pattern: their layers can be divided among several ordinary machines, each holding a part \
+        of the model and passing its results to the next. The challenge is to keep every machine \
+        busy while the data travels between them, so that the whole system is faster than any \
+        single part of it. Engineers measure this with throughput, the number of tokens produced \
+        per second, and with latency, the time a user waits for the first word of an answer.
+        """
+
+    /// Perplexity of the text, fed one token per step (the decode path).
+    static func perplexity(_ tokens: [Int32], options: ComputeOptions) async throws -> Double {
+        let model = try GGUFModel(path: LlamaForwardTests.modelPath)
+        let shard = try ShardActor(
+            model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options)
+        let head = try HeadActor(model: model, threads: 2, options: options)
+        var negativeLogLikelihood = 0.0
+        for position in 0..<(tokens.count - 1) {
+            var hidden = try await head.embed([tokens[position]])
+            hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "p", rows: 1)])
+            let logits = await head.logits(hidden, rows: 1)
+            let logprobs = LlamaForwardTests.logSoftmax(logits[...])
+            negativeLogLikelihood -= logprobs[Int(tokens[position + 1])]
+        }
+        return exp(negativeLogLikelihood / Double(tokens.count - 1))
+    }
+
+    @Test(.enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
+    func perplexityStaysWithinOnePercentOfTheFloatPath() async throws {
+        let bundle = try ModelBundle.open(path: LlamaForwardTests.modelPath)
+        let tokens = bundle.tokenizer.encode(Self.text, addSpecialTokens: false)
+        #expect(tokens.count > 200)
+        let float = try await Self.perplexity(tokens, options: ComputeOptions())
+        let int8 = try await Self.perplexity(tokens, options: ComputeOptions(int8Activations: true))
+        #expect(abs(int8 / float - 1) < 0.01, "perplexity float \(float), int8 \(int8) over \(tokens.count) tokens")
     }
 }

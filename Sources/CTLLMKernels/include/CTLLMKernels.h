@@ -4,3 +4,4 @@
 #include "tllm_quants.h"
 #include "tllm_matmul.h"
 #include "tllm_ops.h"
+#include "tllm_q8.h"

@@ -13,6 +13,7 @@ enum {
     TLLM_CPU_AVX2_F16C = 1 << 0,
     TLLM_CPU_AVX512F = 1 << 1,
     TLLM_CPU_NEON = 1 << 2,
+    TLLM_CPU_AVX512VNNI = 1 << 3,
 };
 unsigned tllm_cpu_features(void);
 

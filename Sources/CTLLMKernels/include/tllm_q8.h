@@ -1,0 +1,39 @@
+// The 8-bit activation path (optional, like llama.cpp's): activations are quantised per
+// 32-value block to int8, and quantised weights are multiplied with integer dot products
+// (AVX512-VNNI / AVX2), several times fewer instructions per weight than dequantising to float.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include "tllm_matmul.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 32 activations: x ≈ d * q; `s` = d * Σq (for the offset terms of Q4_0 / Q4_1).
+typedef struct {
+    float d;
+    float s;
+    int8_t qs[32];
+} tllm_block_q8_act;
+
+_Static_assert(sizeof(tllm_block_q8_act) == 40, "wrong q8 activation block size");
+
+/// Quantises `n` floats (a multiple of 32) to activation blocks (round to nearest).
+void tllm_quantize_activations(const float *x, tllm_block_q8_act *out, size_t n);
+
+/// Whether a weight type has an 8-bit-activation dot product (Q4_0, Q4_1, Q8_0).
+int tllm_q8_supported(int type);
+
+/// dot(row, x) for quantised activations; reference computes with the same integers in scalar.
+float tllm_vec_dot_q8(int type, const void *row, const tllm_block_q8_act *x, size_t n);
+float tllm_vec_dot_q8_ref(int type, const void *row, const tllm_block_q8_act *x, size_t n);
+
+/// As tllm_matmul_rows, with each row of X quantised once to 8 bits first. Returns -1 when
+/// the type has no 8-bit path or the shape is not whole blocks.
+int tllm_matmul_rows_q8(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols,
+                        const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride);
+
+#ifdef __cplusplus
+}
+#endif

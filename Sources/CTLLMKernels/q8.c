@@ -1,0 +1,208 @@
+// 8-bit activation dot products for Q4_0, Q4_1 and Q8_0 weights.
+#include "tllm_q8.h"
+#include "tllm_quants.h"
+#include "tllm_kernels.h"
+#include "dispatch.h"
+#include <math.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+static inline float half_to_float(tllm_half h) {
+    float f;
+    tllm_f16_to_f32_ref(&h, &f, 1);
+    return f;
+}
+
+void tllm_quantize_activations(const float *x, tllm_block_q8_act *out, size_t n) {
+    for (size_t b = 0; b < n / 32; b++) {
+        const float *v = x + b * 32;
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+        const float d = amax / 127.0f;
+        const float id = d > 0 ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < 32; i++) {
+            int q = (int)lrintf(v[i] * id);
+            out[b].qs[i] = (int8_t)q;
+            sum += q;
+        }
+        out[b].d = d;
+        out[b].s = d * (float)sum;
+    }
+}
+
+int tllm_q8_supported(int type) {
+    return type == TLLM_TYPE_Q4_0 || type == TLLM_TYPE_Q4_1 || type == TLLM_TYPE_Q8_0;
+}
+
+float tllm_vec_dot_q8_ref(int type, const void *row, const tllm_block_q8_act *x, size_t n) {
+    double sum = 0;
+    for (size_t b = 0; b < n / 32; b++) {
+        int dot = 0;
+        switch (type) {
+        case TLLM_TYPE_Q4_0: {
+            const tllm_block_q4_0 *w = (const tllm_block_q4_0 *)row + b;
+            for (int j = 0; j < 16; j++) dot += ((w->qs[j] & 0xF) - 8) * x[b].qs[j] + ((w->qs[j] >> 4) - 8) * x[b].qs[j + 16];
+            sum += (double)half_to_float(w->d) * x[b].d * dot;
+            break;
+        }
+        case TLLM_TYPE_Q4_1: {
+            const tllm_block_q4_1 *w = (const tllm_block_q4_1 *)row + b;
+            for (int j = 0; j < 16; j++) dot += (w->qs[j] & 0xF) * x[b].qs[j] + (w->qs[j] >> 4) * x[b].qs[j + 16];
+            sum += (double)half_to_float(w->d) * x[b].d * dot + (double)half_to_float(w->m) * x[b].s;
+            break;
+        }
+        case TLLM_TYPE_Q8_0: {
+            const tllm_block_q8_0 *w = (const tllm_block_q8_0 *)row + b;
+            for (int j = 0; j < 32; j++) dot += w->qs[j] * x[b].qs[j];
+            sum += (double)half_to_float(w->d) * x[b].d * dot;
+            break;
+        }
+        default: return 0;
+        }
+    }
+    return (float)sum;
+}
+
+#if defined(__x86_64__)
+
+/// 32 nibbles of a Q4 block as bytes in weight order (low nibbles are weights 0..15).
+__attribute__((target("avx2"))) static inline __m256i nibbles_to_bytes(const uint8_t *qs) {
+    __m128i packed = _mm_loadu_si128((const __m128i *)qs);
+    __m128i low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
+    __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+    return _mm256_set_m128i(high, low);
+}
+
+__attribute__((target("avx2"))) static inline float hsum_i32_256(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return (float)_mm_cvtsi128_si32(s);
+}
+
+/// Σ u[i] * s[i] over 32 bytes, unsigned × signed, with VNNI.
+__attribute__((target("avx512f,avx512vl,avx512vnni"))) static inline __m256i dot_us_vnni(__m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+
+/// The same with AVX2: maddubs (u8 × s8 pairs to s16, saturating — fine for |q| ≤ 127 × 15 × 2)
+/// then madd with ones.
+__attribute__((target("avx2"))) static inline __m256i dot_us_avx2(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+#define DEFINE_Q8_DOTS(SUFFIX, TARGET, DOT)                                                                         \
+    __attribute__((target(TARGET))) static float dot_q4_0_q8_##SUFFIX(const tllm_block_q4_0 *w,                    \
+                                                                        const tllm_block_q8_act *x, size_t nb) {     \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        for (size_t b = 0; b < nb; b++) {                                                                           \
+            __m256i q = nibbles_to_bytes(w[b].qs);                                                                  \
+            __m256i xs = _mm256_loadu_si256((const __m256i *)x[b].qs);                                              \
+            /* (q - 8) · x = q · x - 8 Σx; Σx comes from the block's s / d. */                                       \
+            __m256i dot = DOT(q, xs);                                                                               \
+            float d = _cvtsh_ss(w[b].d);                                                                            \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x[b].d), _mm256_cvtepi32_ps(dot), acc);                        \
+            acc = _mm256_add_ps(acc, _mm256_setr_ps(-8.0f * d * x[b].s, 0, 0, 0, 0, 0, 0, 0));                      \
+        }                                                                                                           \
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));                          \
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                                     \
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                                      \
+        return _mm_cvtss_f32(s);                                                                                    \
+    }                                                                                                               \
+    __attribute__((target(TARGET))) static float dot_q4_1_q8_##SUFFIX(const tllm_block_q4_1 *w,                    \
+                                                                        const tllm_block_q8_act *x, size_t nb) {     \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        float offsets = 0;                                                                                          \
+        for (size_t b = 0; b < nb; b++) {                                                                           \
+            __m256i dot = DOT(nibbles_to_bytes(w[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));             \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * x[b].d), _mm256_cvtepi32_ps(dot), acc);        \
+            offsets += _cvtsh_ss(w[b].m) * x[b].s;                                                                  \
+        }                                                                                                           \
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));                          \
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                                     \
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                                      \
+        return _mm_cvtss_f32(s) + offsets;                                                                          \
+    }                                                                                                               \
+    __attribute__((target(TARGET))) static float dot_q8_0_q8_##SUFFIX(const tllm_block_q8_0 *w,                    \
+                                                                        const tllm_block_q8_act *x, size_t nb) {     \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        for (size_t b = 0; b < nb; b++) {                                                                           \
+            __m256i q = _mm256_loadu_si256((const __m256i *)w[b].qs);                                               \
+            __m256i xs = _mm256_loadu_si256((const __m256i *)x[b].qs);                                              \
+            /* signed × signed: |q| × (x with q's sign), unsigned × signed as the instruction wants. */               \
+            __m256i dot = DOT(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xs, q));                                     \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * x[b].d), _mm256_cvtepi32_ps(dot), acc);        \
+        }                                                                                                           \
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));                          \
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                                     \
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                                      \
+        return _mm_cvtss_f32(s);                                                                                    \
+    }
+
+DEFINE_Q8_DOTS(vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dot_us_vnni)
+DEFINE_Q8_DOTS(avx2, "avx2,fma,f16c", dot_us_avx2)
+
+#endif  // __x86_64__
+
+float tllm_vec_dot_q8(int type, const void *row, const tllm_block_q8_act *x, size_t n) {
+#if defined(__x86_64__)
+    unsigned f = tllm_active_features();
+    size_t nb = n / 32;
+    if (f & TLLM_CPU_AVX512VNNI) {
+        switch (type) {
+        case TLLM_TYPE_Q4_0: return dot_q4_0_q8_vnni(row, x, nb);
+        case TLLM_TYPE_Q4_1: return dot_q4_1_q8_vnni(row, x, nb);
+        case TLLM_TYPE_Q8_0: return dot_q8_0_q8_vnni(row, x, nb);
+        default: break;
+        }
+    }
+    if (f & TLLM_CPU_AVX2_F16C) {
+        switch (type) {
+        case TLLM_TYPE_Q4_0: return dot_q4_0_q8_avx2(row, x, nb);
+        case TLLM_TYPE_Q4_1: return dot_q4_1_q8_avx2(row, x, nb);
+        case TLLM_TYPE_Q8_0: return dot_q8_0_q8_avx2(row, x, nb);
+        default: break;
+        }
+    }
+#endif
+    return tllm_vec_dot_q8_ref(type, row, x, n);
+}
+
+typedef struct {
+    int type;
+    const uint8_t *w;
+    size_t row_bytes, rows, cols;
+    const tllm_block_q8_act *xq;
+    size_t batch;
+    float *y;
+    size_t y_stride;
+} q8_job;
+
+static void q8_task(void *raw, int index, int count) {
+    const q8_job *job = raw;
+    size_t start, end;
+    tllm_row_range(job->rows, index, count, &start, &end);
+    size_t blocks = job->cols / 32;
+    for (size_t r = start; r < end; r++) {
+        const void *row = job->w + r * job->row_bytes;
+        for (size_t b = 0; b < job->batch; b++)
+            job->y[b * job->y_stride + r] = tllm_vec_dot_q8(job->type, row, job->xq + b * blocks, job->cols);
+    }
+}
+
+int tllm_matmul_rows_q8(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols,
+                        const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride) {
+    if (!tllm_q8_supported(type) || cols % 32 != 0) return -1;
+    size_t blocks = cols / 32;
+    tllm_block_q8_act *xq = malloc(batch * blocks * sizeof(tllm_block_q8_act));
+    if (!xq) return -1;
+    for (size_t b = 0; b < batch; b++) tllm_quantize_activations(x + b * x_stride, xq + b * blocks, cols);
+    q8_job job = {type, w, row_bytes, rows, cols, xq, batch, y, y_stride};
+    tllm_pool_run(pool, q8_task, &job);
+    free(xq);
+    return 0;
+}

@@ -1,0 +1,57 @@
+import CTLLMKernels
+import Testing
+
+/// The optional 8-bit-activation path: every SIMD path equals the integer reference exactly
+/// up to float summation order, and stays close to the float path.
+@Suite(.serialized) struct Q8ActivationTests {
+    static let types: [(name: String, id: Int32)] = [("Q4_0", 2), ("Q4_1", 3), ("Q8_0", 8)]
+
+    static let paths = KernelPaths.available(top: TLLM_CPU_AVX512VNNI)
+
+    @Test func everyPathMatchesTheReferenceAndTracksTheFloatDot() {
+        let columns = 1536
+        let rows = 8
+        let x = (0..<columns).map { _ in Float.random(in: -2...2) }
+        var quantized = [tllm_block_q8_act](repeating: tllm_block_q8_act(), count: columns / 32)
+        tllm_quantize_activations(x, &quantized, columns)
+        for (name, type) in Self.types {
+            let traits = tllm_type_traits_of(type)
+            let rowBytes = columns / traits.block_size * traits.type_size
+            let weights = DotProductTests.randomRows(type: type, rows: rows, columns: columns)
+            weights.withUnsafeBytes { w in
+                for row in 0..<rows {
+                    let pointer = w.baseAddress! + row * rowBytes
+                    let reference = tllm_vec_dot_q8_ref(type, pointer, quantized, columns)
+                    let float = tllm_vec_dot_ref(type, pointer, x, columns)
+                    var magnitude = [Float](repeating: 0, count: columns)
+                    tllm_dequantize_ref(type, pointer, &magnitude, columns)
+                    let scale = zip(magnitude, x).reduce(Float(0)) { $0 + abs($1.0 * $1.1) }
+                    // Rounding x to 8 bits moves each product by at most half a step of its block.
+                    #expect(
+                        abs(reference - float) <= scale * 0.01 + 1e-4,
+                        "\(name) row \(row): \(reference) vs float \(float)")
+                    for mask in Self.paths {
+                        tllm_set_cpu_features(mask)
+                        defer { tllm_set_cpu_features(~0) }
+                        let fast = tllm_vec_dot_q8(type, pointer, quantized, columns)
+                        #expect(
+                            abs(fast - reference) <= max(scale * 2e-6, 1e-5),
+                            "\(name) path \(mask): \(fast) vs \(reference)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func quantisationRoundTripsWithinHalfAStep() {
+        let x = (0..<256).map { _ in Float.random(in: -5...5) }
+        var blocks = [tllm_block_q8_act](repeating: tllm_block_q8_act(), count: 8)
+        tllm_quantize_activations(x, &blocks, 256)
+        for (index, value) in x.enumerated() {
+            let block = blocks[index / 32]
+            let q = withUnsafeBytes(of: block.qs) { Int8(bitPattern: $0[index % 32]) }
+            #expect(abs(Float(q) * block.d - value) <= block.d / 2 + 1e-6)
+        }
+        #expect(tllm_matmul_rows_q8(nil, 12, [UInt8](repeating: 0, count: 144), 144, 1, 256, x, 256, 1, nil, 1) == -1)
+    }
+}
