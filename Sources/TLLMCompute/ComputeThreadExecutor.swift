@@ -6,14 +6,22 @@ import Foundation
 final class ComputeThreadExecutor: SerialExecutor, @unchecked Sendable {
     private let condition = NSCondition()
     private var jobs: [UnownedJob] = []
-    private var thread: Thread?
+    private var stopped = false
 
+    /// Starts the thread; it keeps the executor alive until `shutdown()`.
     init(name: String) {
-        let thread = Thread { [unowned self] in self.run() }
+        let thread = Thread { self.run() }
         thread.name = name
         thread.stackSize = 8 << 20
-        self.thread = thread
         thread.start()
+    }
+
+    /// Lets the thread finish the jobs it has and exit (the owning actor's deinit calls this).
+    func shutdown() {
+        condition.lock()
+        stopped = true
+        condition.signal()
+        condition.unlock()
     }
 
     func enqueue(_ job: consuming ExecutorJob) {
@@ -31,7 +39,11 @@ final class ComputeThreadExecutor: SerialExecutor, @unchecked Sendable {
     private func run() {
         while true {
             condition.lock()
-            while jobs.isEmpty { condition.wait() }
+            while jobs.isEmpty && !stopped { condition.wait() }
+            if jobs.isEmpty && stopped {
+                condition.unlock()
+                return
+            }
             let batch = jobs
             jobs.removeAll(keepingCapacity: true)
             condition.unlock()

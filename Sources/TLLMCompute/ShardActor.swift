@@ -18,10 +18,13 @@ public actor ShardActor {
     public init(model: any ModelWeights, layers: Range<Int>, threads: Int, options: ComputeOptions = ComputeOptions())
         throws
     {
-        executor = ComputeThreadExecutor(name: "tllm-shard-\(layers.lowerBound)-\(layers.upperBound)")
+        // Load first: a failed load must not leave an executor thread behind.
         shard = try DecoderShard(model: model, layers: layers, pool: ComputePool(threads: threads), options: options)
+        executor = ComputeThreadExecutor(name: "tllm-shard-\(layers.lowerBound)-\(layers.upperBound)")
         self.layers = layers
     }
+
+    deinit { executor.shutdown() }
 
     /// Runs the layers over a packed batch (see `DecoderShard.forward`); returns the new hidden states.
     public func forward(_ hidden: [Float], sequences: [SequenceSlice]) throws -> [Float] {
@@ -65,10 +68,12 @@ public actor HeadActor {
 
     /// Loads the head of `model` with a pool of `threads` compute threads.
     public init(model: any ModelWeights, threads: Int, options: ComputeOptions = ComputeOptions()) throws {
-        executor = ComputeThreadExecutor(name: "tllm-head")
         head = try ModelHead(model: model, pool: ComputePool(threads: threads), options: options)
+        executor = ComputeThreadExecutor(name: "tllm-head")
         vocabularySize = head.vocabularySize
     }
+
+    deinit { executor.shutdown() }
 
     /// Embedding rows of `tokens`, stacked.
     public func embed(_ tokens: [Int32]) throws -> [Float] { try head.embed(tokens) }
