@@ -1,7 +1,12 @@
 // Norm, rotary embedding, activation and attention kernels of a decoder layer.
 #include "tllm_ops.h"
 #include "tllm_quants.h"
+#include "dispatch.h"
+#include "tllm_kernels.h"
 #include <math.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +65,54 @@ void tllm_log_softmax(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] -= log_sum;
 }
 
+// MARK: - Softmax exponentials
+
+#if defined(__x86_64__)
+/// e^x for 16 lanes: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial, then
+/// scaled by 2^n; within ~2 ulp of expf over the softmax range (x <= 0), 0 below -87.
+__attribute__((target("avx512f"))) static inline __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+__attribute__((target("avx512f"))) static float exp_shift_sum_avx512(float *x, size_t n, float shift) {
+    __m512 sum = _mm512_setzero_ps();
+    const __m512 s = _mm512_set1_ps(shift);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), s));
+        _mm512_storeu_ps(x + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (i < n) {
+        __mmask16 mask = (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), s));
+        _mm512_mask_storeu_ps(x + i, mask, e);
+        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(mask, e));
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+#endif
+
+float tllm_exp_shift_sum(float *x, size_t n, float shift) {
+#if defined(__x86_64__)
+    if (tllm_active_features() & TLLM_CPU_AVX512F) return exp_shift_sum_avx512(x, n, shift);
+#endif
+    float sum = 0;
+    for (size_t i = 0; i < n; i++) sum += (x[i] = expf(x[i] - shift));
+    return sum;
+}
+
 // MARK: - Attention
 
 typedef struct {
@@ -84,12 +137,7 @@ static void attend_one(const attention_job *job, size_t row, size_t head, float 
         scores[t] = dot;
         if (dot > max) max = dot;
     }
-    float sum = 0;
-    for (size_t t = 0; t < visible; t++) {
-        scores[t] = expf(scores[t] - max);
-        sum += scores[t];
-    }
-    float inverse = 1.0f / sum;
+    float inverse = 1.0f / tllm_exp_shift_sum(scores, visible, max);
     float *out = job->out + row * job->heads * d + head * d;
     memset(out, 0, d * sizeof(float));
     for (size_t t = 0; t < visible; t++) {

@@ -1,4 +1,5 @@
 import CTLLMKernels
+import Foundation
 import Testing
 
 /// Every dot-product path (portable, AVX2, AVX-512 where the machine has them) agrees with
@@ -111,5 +112,25 @@ import Testing
         let w = [UInt8](repeating: 0, count: 1024)
         #expect(tllm_matvec(nil, 2, w, 18, 1, 33, [Float](repeating: 0, count: 33), &y) == -1)
         #expect(tllm_matvec(nil, 6, w, 22, 1, 32, [Float](repeating: 0, count: 32), &y) == -1)
+    }
+}
+
+/// The softmax exponential: every path close to expf.
+@Suite(.serialized) struct SoftmaxExponentialTests {
+    @Test func everyPathIsCloseToExpf() {
+        let input = (0..<1001).map { _ in Float.random(in: -100...0) } + [0, -87, -88, -1e-8]
+        for mask in KernelPaths.available() {
+            tllm_set_cpu_features(mask)
+            defer { tllm_set_cpu_features(~0) }
+            var values = input
+            let sum = tllm_exp_shift_sum(&values, values.count, 0.5)
+            var expected: Double = 0
+            for (got, x) in zip(values, input) {
+                let reference = exp(Double(x - 0.5))  // the kernel subtracts in float
+                expected += reference
+                #expect(abs(Double(got) - reference) <= max(reference * 4e-7, 1e-37), "path \(mask): e^\(x - 0.5)")
+            }
+            #expect(abs(Double(sum) - expected) <= expected * 1e-5)
+        }
     }
 }

@@ -32,6 +32,10 @@ void tllm_attention(tllm_pool *pool, const float *q, const float *k, const float
 void tllm_attention_ref(const float *q, const float *k, const float *v, float *out, size_t rows, size_t start,
                         size_t heads, size_t kv_heads, size_t head_dim, size_t kv_stride, float scale);
 
+/// x[i] = exp(x[i] - shift) in place; returns the sum (softmax's denominator). The SIMD
+/// path is within a few ulp of expf.
+float tllm_exp_shift_sum(float *x, size_t n, float shift);
+
 /// log-softmax of a row in place; returns nothing. For sampling and tests.
 void tllm_log_softmax(float *x, size_t n);
 
