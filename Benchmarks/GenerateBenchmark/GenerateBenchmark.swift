@@ -79,14 +79,26 @@ struct GenerateBenchmark: AsyncParsableCommand {
                 "tg_tokens_per_s": decodeRate, "int8_activations": int8Activations,
             ])
         }
+        let peak = peakResidentBytes()
+        FileHandle.standardError.write(Data("tllm  peak RSS \(peak / (1 << 20)) MiB\n".utf8))
         let output = try JSONSerialization.data(
-            withJSONObject: ["impl": "tllm-swift", "model": modelPath, "results": results], options: [.sortedKeys])
+            withJSONObject: ["impl": "tllm-swift", "model": modelPath, "results": results, "peak_rss_bytes": peak],
+            options: [.sortedKeys])
         if let json {
             try output.write(to: URL(fileURLWithPath: json))
         } else {
             print(String(decoding: output, as: UTF8.self))
         }
     }
+}
+
+/// VmHWM of /proc/self/status: the process's peak resident memory.
+private func peakResidentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        return (line.split(separator: " ").compactMap { Int($0) }.first ?? 0) * 1024
+    }
+    return 0
 }
 
 extension Duration {

@@ -12,7 +12,9 @@ cd "$root"
 export PATH="$PATH:/opt/swift/usr/bin"
 bash scripts/install-system-deps.sh
 venv=$(bash scripts/python-env.sh)
-command -v cmake >/dev/null || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo; $sudo apt-get install -y -qq cmake >/dev/null; }
+for tool in cmake time; do
+    [ -x "/usr/bin/$tool" ] || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo; $sudo apt-get install -y -qq "$tool" >/dev/null; }
+done
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=("$(bash scripts/fetch-default-model.sh)")
 
@@ -32,6 +34,8 @@ swift build -c release --product GenerateBenchmark >/dev/null
 
 for model in "${models[@]}"; do
     echo "== $(basename "$model")"
-    .build/release/GenerateBenchmark --model "$model" --threads 1,2 --json /tmp/tllm-generate-bench.json 2>&1 | grep '^tllm'
+    .build/release/GenerateBenchmark --model "$model" --threads 1,2 --json /tmp/tllm-generate-bench.json 2>&1 | grep "^tllm"
+    .build/release/GenerateBenchmark --model "$model" --threads 1,2 --int8-activations 2>&1 | grep "^tllm"
+    /usr/bin/time -f "llama-bench peak RSS %M KiB" "$llama/build/bin/llama-bench" -m "$model" -t 2 -p 512 -n 128 -r 1 -o md >/dev/null
     "$llama/build/bin/llama-bench" -m "$model" -t 1,2 -p 512 -n 128 -r 3 -o md 2>/dev/null | grep -E '^\|'
 done
