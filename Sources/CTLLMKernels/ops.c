@@ -116,7 +116,9 @@ float tllm_exp_shift_sum(float *x, size_t n, float shift) {
 // MARK: - Attention
 
 typedef struct {
-    const float *q, *k, *v;
+    const float *q;
+    const void *k, *v;
+    int kv_type;
     float *out;
     size_t rows, start, heads, kv_heads, head_dim, kv_stride;
     float scale;
@@ -130,18 +132,27 @@ static void attend_one(const attention_job *job, size_t row, size_t head, float 
     const size_t kv_head = head / group;
     const float *q = job->q + row * job->heads * d + head * d;
     const size_t visible = job->start + row + 1;
+    const size_t element = job->kv_type == TLLM_TYPE_F16 ? 2 : 4;
+    const uint8_t *keys = (const uint8_t *)job->k + kv_head * d * element;
+    const uint8_t *values = (const uint8_t *)job->v + kv_head * d * element;
+    const size_t stride = job->kv_stride * element;
     float max = -INFINITY;
     for (size_t t = 0; t < visible; t++) {
         // The SIMD dot product: a scalar reduction here is bound by the add latency.
-        const float dot = tllm_vec_dot(TLLM_TYPE_F32, job->k + t * job->kv_stride + kv_head * d, q, d) * job->scale;
+        const float dot = tllm_vec_dot(job->kv_type, keys + t * stride, q, d) * job->scale;
         scores[t] = dot;
         if (dot > max) max = dot;
     }
     float inverse = 1.0f / tllm_exp_shift_sum(scores, visible, max);
     float *out = job->out + row * job->heads * d + head * d;
     memset(out, 0, d * sizeof(float));
+    float converted[512];
     for (size_t t = 0; t < visible; t++) {
-        const float *v = job->v + t * job->kv_stride + kv_head * d;
+        const float *v = (const float *)(values + t * stride);
+        if (job->kv_type == TLLM_TYPE_F16) {
+            tllm_f16_to_f32((const uint16_t *)(values + t * stride), converted, d);
+            v = converted;
+        }
         float w = scores[t] * inverse;
         for (size_t i = 0; i < d; i++) out[i] += w * v[i];
     }
@@ -156,9 +167,9 @@ static void attention_task(void *raw, int index, int count) {
     free(scores);
 }
 
-void tllm_attention(tllm_pool *pool, const float *q, const float *k, const float *v, float *out, size_t rows,
+void tllm_attention(tllm_pool *pool, const float *q, const void *k, const void *v, int kv_type, float *out, size_t rows,
                     size_t start, size_t heads, size_t kv_heads, size_t head_dim, size_t kv_stride, float scale) {
-    attention_job job = {q, k, v, out, rows, start, heads, kv_heads, head_dim, kv_stride, scale};
+    attention_job job = {q, k, v, kv_type, out, rows, start, heads, kv_heads, head_dim, kv_stride, scale};
     tllm_pool_run(pool, attention_task, &job);
 }
 

@@ -84,6 +84,9 @@ public final class DecoderShard {
     /// Drops a sequence's KV cache.
     public func release(_ id: String) { caches[id] = nil }
 
+    /// Bytes held by all KV caches of this shard.
+    public var cacheBytes: Int { caches.values.reduce(0) { $0 + $1.byteCount } }
+
     /// Runs the shard's layers over `hidden` (rows of all sequences stacked, `hiddenSize`
     /// floats each) in place. Unknown sequences start at position 0; known ones continue
     /// where their cache ends.
@@ -105,9 +108,27 @@ public final class DecoderShard {
                 )
             }
         }
+        // Check the memory budget before touching any cache, so a refused step changes nothing.
+        if let budget = options.kvCacheBudget {
+            var total = cacheBytes
+            for slice in sequences {
+                let existing = self.caches[slice.id]
+                let needed = (existing?.length ?? 0) + slice.rows
+                total +=
+                    SequenceCache.bytes(
+                        capacity: existing?.capacityAfterReserving(needed) ?? SequenceCache.initialCapacity(needed),
+                        layers: layers.count, kvWidth: c.kvHeadCount * c.headDimension, element: options.kvCache)
+                    - (existing?.byteCount ?? 0)
+            }
+            guard total <= budget else {
+                throw ComputeError.cacheBudgetExceeded(
+                    "KV cache budget of \(budget) bytes exhausted: this step needs \(total) bytes in all")
+            }
+        }
         let caches = sequences.map { slice -> SequenceCache in
             if let cache = self.caches[slice.id] { return cache }
-            let cache = SequenceCache(layers: layers.count, kvWidth: c.kvHeadCount * c.headDimension)
+            let cache = SequenceCache(
+                layers: layers.count, kvWidth: c.kvHeadCount * c.headDimension, element: options.kvCache)
             self.caches[slice.id] = cache
             return cache
         }
@@ -157,7 +178,7 @@ public final class DecoderShard {
                         rows: slice.rows)
                     tllm_attention(
                         pool.pointer, q.pointer + row * qWidth, cache.keys(layer: layerIndex),
-                        cache.values(layer: layerIndex),
+                        cache.values(layer: layerIndex), options.kvCache.kernelType,
                         attention.pointer + row * qWidth, slice.rows, start, c.headCount, c.kvHeadCount,
                         c.headDimension,
                         kvWidth, scale)
@@ -192,19 +213,21 @@ public final class DecoderShard {
     }
 }
 
-/// The keys and values one sequence has cached in each layer of a shard (float32, rows of
-/// `kvWidth`), growing by doubling up to what the sequence needs.
+/// The keys and values one sequence has cached in each layer of a shard (float32 or float16
+/// rows of `kvWidth`), growing by doubling up to what the sequence needs.
 final class SequenceCache {
     var length = 0
     private(set) var capacity = 0
     private let kvWidth: Int
-    private var keyStorage: [UnsafeMutablePointer<Float>]
-    private var valueStorage: [UnsafeMutablePointer<Float>]
+    private let element: ComputeOptions.CacheElement
+    private var keyStorage: [UnsafeMutableRawPointer]
+    private var valueStorage: [UnsafeMutableRawPointer]
 
-    init(layers: Int, kvWidth: Int) {
+    init(layers: Int, kvWidth: Int, element: ComputeOptions.CacheElement) {
         self.kvWidth = kvWidth
-        keyStorage = (0..<layers).map { _ in .allocate(capacity: 1) }
-        valueStorage = (0..<layers).map { _ in .allocate(capacity: 1) }
+        self.element = element
+        keyStorage = (0..<layers).map { _ in .allocate(byteCount: 1, alignment: 64) }
+        valueStorage = (0..<layers).map { _ in .allocate(byteCount: 1, alignment: 64) }
     }
 
     deinit {
@@ -212,12 +235,28 @@ final class SequenceCache {
         valueStorage.forEach { $0.deallocate() }
     }
 
+    static func initialCapacity(_ needed: Int) -> Int { max(needed, 64) }
+
+    func capacityAfterReserving(_ needed: Int) -> Int {
+        needed > capacity ? max(needed, capacity * 2, 64) : capacity
+    }
+
+    static func bytes(capacity: Int, layers: Int, kvWidth: Int, element: ComputeOptions.CacheElement) -> Int {
+        2 * layers * capacity * kvWidth * element.byteCount
+    }
+
+    /// Bytes held by this cache.
+    var byteCount: Int {
+        Self.bytes(capacity: capacity, layers: keyStorage.count, kvWidth: kvWidth, element: element)
+    }
+
     func reserve(_ needed: Int) {
         guard needed > capacity else { return }
-        let newCapacity = max(needed, capacity * 2, 64)
-        func grow(_ old: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
-            let new = UnsafeMutablePointer<Float>.allocate(capacity: newCapacity * kvWidth)
-            new.update(from: old, count: length * kvWidth)
+        let newCapacity = capacityAfterReserving(needed)
+        let rowBytes = kvWidth * element.byteCount
+        func grow(_ old: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+            let new = UnsafeMutableRawPointer.allocate(byteCount: newCapacity * rowBytes, alignment: 64)
+            new.copyMemory(from: old, byteCount: length * rowBytes)
             old.deallocate()
             return new
         }
@@ -227,10 +266,18 @@ final class SequenceCache {
     }
 
     func write(layer: Int, at position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rows: Int) {
-        (keyStorage[layer] + position * kvWidth).update(from: keys, count: rows * kvWidth)
-        (valueStorage[layer] + position * kvWidth).update(from: values, count: rows * kvWidth)
+        let count = rows * kvWidth
+        let offset = position * kvWidth * element.byteCount
+        switch element {
+        case .float32:
+            (keyStorage[layer] + offset).copyMemory(from: keys, byteCount: count * 4)
+            (valueStorage[layer] + offset).copyMemory(from: values, byteCount: count * 4)
+        case .float16:
+            tllm_f32_to_f16(keys, (keyStorage[layer] + offset).assumingMemoryBound(to: UInt16.self), count)
+            tllm_f32_to_f16(values, (valueStorage[layer] + offset).assumingMemoryBound(to: UInt16.self), count)
+        }
     }
 
-    func keys(layer: Int) -> UnsafePointer<Float> { UnsafePointer(keyStorage[layer]) }
-    func values(layer: Int) -> UnsafePointer<Float> { UnsafePointer(valueStorage[layer]) }
+    func keys(layer: Int) -> UnsafeRawPointer { UnsafeRawPointer(keyStorage[layer]) }
+    func values(layer: Int) -> UnsafeRawPointer { UnsafeRawPointer(valueStorage[layer]) }
 }

@@ -148,12 +148,26 @@ final class FloatStorage: @unchecked Sendable {
 
 /// How a shard or head computes.
 public struct ComputeOptions: Sendable, Hashable {
+    /// Element type of the KV cache.
+    public enum CacheElement: String, Sendable, Hashable, CaseIterable {
+        case float32, float16
+
+        var byteCount: Int { self == .float32 ? 4 : 2 }
+        var kernelType: Int32 { self == .float32 ? Int32(TLLM_TYPE_F32.rawValue) : Int32(TLLM_TYPE_F16.rawValue) }
+    }
+
     /// Quantise activations to 8 bits for decode-sized products of Q4_0 / Q4_1 / Q8_0 weights
     /// (llama.cpp's approach: faster, not bit-faithful to the float path).
     public var int8Activations: Bool
+    /// KV cache precision: float16 halves its memory.
+    public var kvCache: CacheElement
+    /// Most bytes the shard's KV caches may hold together (nil: no limit besides the context length).
+    public var kvCacheBudget: Int?
 
-    public init(int8Activations: Bool = false) {
+    public init(int8Activations: Bool = false, kvCache: CacheElement = .float32, kvCacheBudget: Int? = nil) {
         self.int8Activations = int8Activations
+        self.kvCache = kvCache
+        self.kvCacheBudget = kvCacheBudget
     }
 }
 
@@ -161,11 +175,14 @@ public struct ComputeOptions: Sendable, Hashable {
 public enum ComputeError: Error, CustomStringConvertible, Equatable {
     case badWeight(String)
     case contextExceeded(String)
+    case cacheBudgetExceeded(String)
     case badInput(String)
 
     public var description: String {
         switch self {
-        case .badWeight(let message), .contextExceeded(let message), .badInput(let message): return message
+        case .badWeight(let message), .contextExceeded(let message), .cacheBudgetExceeded(let message),
+            .badInput(let message):
+            return message
         }
     }
 }

@@ -45,6 +45,9 @@ struct GenerateCommand: AsyncParsableCommand {
     @Flag(help: "Keep generating after a stop token (benchmarks).")
     var ignoreEOS = false
 
+    @Option(name: .customLong("kv_cache_dtype"), help: "KV cache precision: float32 or float16 (half the memory).")
+    var kvCacheDType: String = "float32"
+
     @Flag(
         name: .customLong("int8_activations"),
         help: "Quantise activations to 8 bits in decode (faster, like llama.cpp; not bit-faithful to the float path).")
@@ -54,7 +57,10 @@ struct GenerateCommand: AsyncParsableCommand {
         let path = try await resolveModel()
         let bundle = try ModelBundle.open(path: path)
         let layers = bundle.weights.configuration.layerCount
-        let options = ComputeOptions(int8Activations: int8Activations)
+        guard let element = ComputeOptions.CacheElement(rawValue: kvCacheDType) else {
+            throw ValidationError("--kv_cache_dtype must be float32 or float16")
+        }
+        let options = ComputeOptions(int8Activations: int8Activations, kvCache: element)
         let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: threads, options: options)
         let head = try HeadActor(model: bundle.weights, threads: threads, options: options)
 

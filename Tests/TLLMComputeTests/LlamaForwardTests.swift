@@ -175,3 +175,52 @@ import Testing
         #expect(abs(int8 / float - 1) < 0.01, "perplexity float \(float), int8 \(int8) over \(tokens.count) tokens")
     }
 }
+
+/// KV cache precision and memory budget.
+@Suite(.serialized) struct KVCacheOptionTests {
+    @Test(.enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
+    func float16CacheKeepsTheReferenceTopTokens() async throws {
+        let reference = try LlamaForwardTests.reference()
+        let model = try GGUFModel(path: LlamaForwardTests.modelPath)
+        let options = ComputeOptions(kvCache: .float16)
+        let shard = try ShardActor(
+            model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options)
+        let head = try HeadActor(model: model, threads: 2)
+        var hidden = try await head.embed(reference.ids)
+        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "a", rows: reference.ids.count)])
+        let logits = await head.logits(hidden, rows: reference.ids.count)
+        let vocabulary = head.vocabularySize
+        var agree = 0
+        var worst = 0.0
+        for position in reference.ids.indices {
+            let logprobs = LlamaForwardTests.logSoftmax(logits[(position * vocabulary)..<((position + 1) * vocabulary)])
+            let ours = logprobs.indices.max { logprobs[$0] < logprobs[$1] }!
+            if ours == reference.top_ids[position][0] { agree += 1 }
+            worst = max(worst, abs(logprobs[reference.top_ids[position][0]] - reference.top_logprobs[position][0]))
+        }
+        #expect(agree == reference.ids.count, "top-1 agreement \(agree)/\(reference.ids.count)")
+        #expect(worst < 0.02, "largest log-prob difference \(worst)")
+    }
+
+    @Test(.enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
+    func budgetRefusesAStepThatDoesNotFitAndChangesNothing() async throws {
+        let model = try GGUFModel(path: LlamaForwardTests.modelPath)
+        let c = model.configuration
+        // Room for one sequence of 64 positions in float16 across 2 layers, not for two.
+        let perSequence = 2 * 2 * 64 * c.kvHeadCount * c.headDimension * 2
+        let options = ComputeOptions(kvCache: .float16, kvCacheBudget: perSequence + perSequence / 2)
+        let shard = try ShardActor(model: model, layers: 0..<2, threads: 1, options: options)
+        let row = [Float](repeating: 0.01, count: c.hiddenSize)
+        _ = try await shard.forward(row, sequences: [SequenceSlice(id: "first", rows: 1)])
+        await #expect(throws: ComputeError.self) {
+            try await shard.forward(
+                row + row, sequences: [SequenceSlice(id: "first", rows: 1), SequenceSlice(id: "second", rows: 1)])
+        }
+        // The refused step touched nothing: the first sequence continues at position 1.
+        #expect(await shard.cachedLength(of: "first") == 1)
+        #expect(await shard.cachedLength(of: "second") == 0)
+        await shard.release(["first"])
+        _ = try await shard.forward(row, sequences: [SequenceSlice(id: "second", rows: 1)])
+        #expect(await shard.cachedLength(of: "second") == 1)
+    }
+}
