@@ -35,11 +35,16 @@ import Testing
         return row.map { Double($0) - maximum - log(sum) }
     }
 
-    @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
-    func teacherForcedLogitsMatchTheFloat32Reference() async throws {
+    /// Teacher-forces the reference text through the whole model (one prefill step) and
+    /// compares with the reference: top-1 agreements and the largest log-prob difference of
+    /// the reference's top token.
+    static func compareWithReference(options: ComputeOptions = ComputeOptions()) async throws -> (
+        agree: Int, of: Int, worst: Double
+    ) {
         let reference = try Self.reference()
         let model = try GGUFModel(path: Self.modelPath)
-        let shard = try ShardActor(model: model, layers: 0..<model.configuration.layerCount, threads: 2)
+        let shard = try ShardActor(
+            model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options)
         let head = try HeadActor(model: model, threads: 2)
         var hidden = try await head.embed(reference.ids)
         hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "a", rows: reference.ids.count)])
@@ -48,13 +53,18 @@ import Testing
         var agree = 0
         var worst = 0.0
         for position in reference.ids.indices {
-            let row = logits[(position * vocabulary)..<((position + 1) * vocabulary)]
-            let logprobs = Self.logSoftmax(row)
+            let logprobs = Self.logSoftmax(logits[(position * vocabulary)..<((position + 1) * vocabulary)])
             let ours = logprobs.indices.max { logprobs[$0] < logprobs[$1] }!
             if ours == reference.top_ids[position][0] { agree += 1 }
             worst = max(worst, abs(logprobs[reference.top_ids[position][0]] - reference.top_logprobs[position][0]))
         }
-        #expect(agree == reference.ids.count, "top-1 agreement \(agree)/\(reference.ids.count)")
+        return (agree, reference.ids.count, worst)
+    }
+
+    @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
+    func teacherForcedLogitsMatchTheFloat32Reference() async throws {
+        let (agree, count, worst) = try await Self.compareWithReference()
+        #expect(agree == count, "top-1 agreement \(agree)/\(count)")
         #expect(worst < 0.01, "largest log-prob difference \(worst)")
     }
 
@@ -180,25 +190,9 @@ import Testing
 @Suite(.serialized) struct KVCacheOptionTests {
     @Test(.enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
     func float16CacheKeepsTheReferenceTopTokens() async throws {
-        let reference = try LlamaForwardTests.reference()
-        let model = try GGUFModel(path: LlamaForwardTests.modelPath)
-        let options = ComputeOptions(kvCache: .float16)
-        let shard = try ShardActor(
-            model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options)
-        let head = try HeadActor(model: model, threads: 2)
-        var hidden = try await head.embed(reference.ids)
-        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "a", rows: reference.ids.count)])
-        let logits = await head.logits(hidden, rows: reference.ids.count)
-        let vocabulary = head.vocabularySize
-        var agree = 0
-        var worst = 0.0
-        for position in reference.ids.indices {
-            let logprobs = LlamaForwardTests.logSoftmax(logits[(position * vocabulary)..<((position + 1) * vocabulary)])
-            let ours = logprobs.indices.max { logprobs[$0] < logprobs[$1] }!
-            if ours == reference.top_ids[position][0] { agree += 1 }
-            worst = max(worst, abs(logprobs[reference.top_ids[position][0]] - reference.top_logprobs[position][0]))
-        }
-        #expect(agree == reference.ids.count, "top-1 agreement \(agree)/\(reference.ids.count)")
+        let (agree, count, worst) = try await LlamaForwardTests.compareWithReference(
+            options: ComputeOptions(kvCache: .float16))
+        #expect(agree == count, "top-1 agreement \(agree)/\(count)")
         #expect(worst < 0.02, "largest log-prob difference \(worst)")
     }
 
