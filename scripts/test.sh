@@ -14,6 +14,9 @@ venv=$(bash scripts/python-env.sh) || exit 1
 TLLM_DEFAULT_MODEL=$(bash scripts/fetch-default-model.sh) || exit 1
 export TLLM_DEFAULT_MODEL
 
+echo "== swift format lint (.swift-format)"
+bash scripts/format.sh --check || { echo "formatting differs: run scripts/format.sh"; exit 1; }
+
 echo "== swift build (debug, with tests)"
 swift build --build-tests 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\] (Compiling|Emitting|Linking|Write|Building)' || true
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "build failed"; exit 1; }

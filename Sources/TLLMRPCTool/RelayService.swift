@@ -55,4 +55,3 @@ actor RelayService: RPCServiceProtocol {
         return ForwardResponse(msg: "Forward Completed", status: 200)
     }
 }
-

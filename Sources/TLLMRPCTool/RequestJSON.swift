@@ -87,7 +87,8 @@ struct RequestJSON {
 extension RequestJSON {
     /// Builds the request message of `method` from this JSON.
     mutating func statusRequest() throws -> StatusRequest {
-        let request = StatusRequest(uuid: try strings("uuid"), ppIdx: try int32("pp_idx"), costTime: try float("cost_time"))
+        let request = StatusRequest(
+            uuid: try strings("uuid"), ppIdx: try int32("pp_idx"), costTime: try float("cost_time"))
         try requireNoOtherFields("StatusRequest")
         return request
     }
@@ -112,7 +113,8 @@ extension RequestJSON {
 
     mutating func imageForwardRequest() throws -> ImageForwardRequest {
         let request = ImageForwardRequest(
-            uuid: try strings("uuid"), seqLen: try int32("seq_len"), height: try int32("height"), width: try int32("width"))
+            uuid: try strings("uuid"), seqLen: try int32("seq_len"), height: try int32("height"),
+            width: try int32("width"))
         try requireNoOtherFields("ImageForwardRequest (tensors are not settable here)")
         return request
     }

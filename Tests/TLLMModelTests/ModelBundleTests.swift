@@ -1,10 +1,10 @@
 import Foundation
+import TLLMTokenizer
 import Testing
 
 @testable import TLLMChatTemplate
 @testable import TLLMModel
 @testable import TLLMModelFiles
-import TLLMTokenizer
 
 @Suite struct ModelBundleTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
