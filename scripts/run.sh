@@ -6,10 +6,7 @@
 # tllm RPCService node (gRPC over HTTP/2 on nghttp2) on [::]:25001 (TLLM_GRPC_PORT).
 # When tllm.server lands, this starts it on the default model instead.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-export PATH="$PATH:/opt/swift/usr/bin"
-bash scripts/install-system-deps.sh
+source "$(dirname "$0")/prelude.sh"
 model=$(bash scripts/fetch-default-model.sh)
 swift build -c release --product tllm-generate
 swift build -c release --product tllm-rpc

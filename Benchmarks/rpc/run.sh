@@ -2,10 +2,7 @@
 # Forward round-trip benchmark: Swift (nghttp2 on SwiftNIO) vs grpcio, same machine, same run.
 # Usage: bash Benchmarks/rpc/run.sh [--calls N] [--duration S] [--concurrency C]
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$root"
-export PATH="$PATH:/opt/swift/usr/bin"
-bash scripts/install-system-deps.sh
+source "$(dirname "$0")/../../scripts/prelude.sh"
 venv=$(bash scripts/python-env.sh)
 swift build -c release --product RPCBenchmark
 out=$(mktemp -d)

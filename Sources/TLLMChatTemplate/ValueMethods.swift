@@ -44,13 +44,7 @@ extension Interpreter {
     private func requireInt(_ value: TemplateValue?, default fallback: Int, at position: SourcePosition?) throws -> Int
     {
         guard let value else { return fallback }
-        switch value {
-        case .int(let i): return i
-        case .bool(let b): return b ? 1 : 0
-        default:
-            throw ChatTemplateError(
-                .type, "'\(typeName(value))' object cannot be interpreted as an integer", at: position)
-        }
+        return try integer(value, at: position)
     }
 
     private func stringMethod(_ name: String, _ s: String, _ args: CallArguments, at position: SourcePosition?) throws

@@ -57,37 +57,22 @@ public enum GGUFValue: Sendable, Equatable {
     }
 
     /// The elements as strings, for an array of strings.
-    public var strings: [String]? {
-        guard let array else { return nil }
-        var result: [String] = []
-        result.reserveCapacity(array.count)
-        for element in array {
-            guard let string = element.string else { return nil }
-            result.append(string)
-        }
-        return result
-    }
+    public var strings: [String]? { elements(\.string) }
 
     /// The elements as integers, for an array of integers.
-    public var ints: [Int]? {
-        guard let array else { return nil }
-        var result: [Int] = []
-        result.reserveCapacity(array.count)
-        for element in array {
-            guard let value = element.int else { return nil }
-            result.append(value)
-        }
-        return result
-    }
+    public var ints: [Int]? { elements(\.int) }
 
     /// The elements as floats, for an array of numbers.
-    public var floats: [Float]? {
+    public var floats: [Float]? { elements { $0.double.map(Float.init) } }
+
+    /// Every element converted, or nil when this is not an array or an element does not convert.
+    private func elements<T>(_ convert: (GGUFValue) -> T?) -> [T]? {
         guard let array else { return nil }
-        var result: [Float] = []
+        var result: [T] = []
         result.reserveCapacity(array.count)
         for element in array {
-            guard let value = element.double else { return nil }
-            result.append(Float(value))
+            guard let value = convert(element) else { return nil }
+            result.append(value)
         }
         return result
     }
