@@ -42,23 +42,32 @@ import Testing
         agree: Int, of: Int, worst: Double
     ) {
         let reference = try Self.reference()
+        return try await compare(
+            ids: reference.ids, topIDs: reference.top_ids, topLogprobs: reference.top_logprobs, options: options)
+    }
+
+    /// Teacher-forces `ids` and compares each position's log-probabilities with a reference's
+    /// top tokens: how many top-1 agree, and the largest log-prob difference of the reference's top token.
+    static func compare(
+        ids: [Int32], topIDs: [[Int]], topLogprobs: [[Double]], options: ComputeOptions = ComputeOptions()
+    ) async throws -> (agree: Int, of: Int, worst: Double) {
         let model = try GGUFModel(path: Self.modelPath)
         let shard = try ShardActor(
             model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options)
         let head = try HeadActor(model: model, threads: 2)
-        var hidden = try await head.embed(reference.ids)
-        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "a", rows: reference.ids.count)])
-        let logits = await head.logits(hidden, rows: reference.ids.count)
+        var hidden = try await head.embed(ids)
+        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "a", rows: ids.count)])
+        let logits = await head.logits(hidden, rows: ids.count)
         let vocabulary = head.vocabularySize
         var agree = 0
         var worst = 0.0
-        for position in reference.ids.indices {
+        for position in ids.indices {
             let logprobs = Self.logSoftmax(logits[(position * vocabulary)..<((position + 1) * vocabulary)])
             let ours = logprobs.indices.max { logprobs[$0] < logprobs[$1] }!
-            if ours == reference.top_ids[position][0] { agree += 1 }
-            worst = max(worst, abs(logprobs[reference.top_ids[position][0]] - reference.top_logprobs[position][0]))
+            if ours == topIDs[position][0] { agree += 1 }
+            worst = max(worst, abs(logprobs[topIDs[position][0]] - topLogprobs[position][0]))
         }
-        return (agree, reference.ids.count, worst)
+        return (agree, ids.count, worst)
     }
 
     @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
