@@ -14,6 +14,10 @@ if ProcessInfo.processInfo.environment["CI"] != nil {
     swiftSettings.append(.unsafeFlags(["-warnings-as-errors"]))
 }
 
+// The compute path (kernels' callers, samplers, the scheduler's step) is optimised even in debug
+// builds: unoptimised Swift there runs ~50x slower, and the tests and the local server run it.
+let optimizedSwiftSettings = swiftSettings + [.unsafeFlags(["-O"])]
+
 let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
 let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
 let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
@@ -30,11 +34,14 @@ let package = Package(
         .library(name: "TLLMChatTemplate", targets: ["TLLMChatTemplate"]),
         .executable(name: "tllm-rpc", targets: ["TLLMRPCTool"]),
         .executable(name: "tllm-generate", targets: ["TLLMGenerate"]),
+        .executable(name: "tllm.server", targets: ["TLLMServerCommand"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        // No default traits: swift-configuration support is not used and would only add build time.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
     ],
     targets: [
         // System libraries (Debian -dev packages), found through pkg-config.
@@ -78,7 +85,7 @@ let package = Package(
         .target(
             name: "TLLMCompute",
             dependencies: ["TLLMModelFiles", "CTLLMKernels", "COpenBLAS"],
-            swiftSettings: swiftSettings),
+            swiftSettings: optimizedSwiftSettings),
 
         // Where models live: local paths, the Hugging Face cache layout, downloads from the hub.
         .target(
@@ -100,6 +107,29 @@ let package = Package(
         .target(
             name: "TLLMModel",
             dependencies: ["TLLMModelFiles", "TLLMTokenizer", "TLLMChatTemplate"],
+            swiftSettings: swiftSettings),
+
+        // The master's engine: the scheduler actor (continuous batching), the Pipeline abstraction,
+        // text streaming with stop strings. Knows nothing of HTTP.
+        .target(
+            name: "TLLMEngine",
+            dependencies: ["TLLMCompute", "TLLMTokenizer", logging],
+            swiftSettings: swiftSettings),
+
+        // The master's HTTP API on Hummingbird: OpenAI routes, SSE, errors in OpenAI's shape.
+        .target(
+            name: "TLLMServer",
+            dependencies: [
+                "TLLMEngine", "TLLMCompute", "TLLMModel", "TLLMModelFiles", "TLLMHub", "TLLMChatTemplate",
+                "TLLMTokenizer", argumentParser, logging, nioCore,
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings),
+
+        // `tllm.server`: runs `ServerCommand` (flags, service graph) from TLLMServer.
+        .executableTarget(
+            name: "TLLMServerCommand",
+            dependencies: ["TLLMServer", argumentParser],
             swiftSettings: swiftSettings),
 
         // One-machine generation: `tllm-generate`.
@@ -138,6 +168,17 @@ let package = Package(
             name: "TLLMComputeTests",
             dependencies: ["TLLMCompute", "TLLMModelFiles", "TLLMModel", "TLLMTokenizer"],
             resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMEngineTests",
+            dependencies: ["TLLMEngine", "TLLMCompute", "TLLMModel", "TLLMModelFiles", "TLLMTokenizer", "TLLMChatTemplate"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMServerTests",
+            dependencies: [
+                "TLLMServer", "TLLMCompute", argumentParser, .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            exclude: ["Fixtures"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TLLMModelTests",

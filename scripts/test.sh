@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: what CI runs (.ci/run) and the README's second command.
 # Installs what it needs (Debian packages, a Python venv), builds in debug, runs the
-# Swift tests (swift-testing) and the Python interop tests (pytest) against the real
-# libraries and real grpcio peers, then prints one summary line.
+# Swift tests (swift-testing) and the Python tests (pytest): grpcio interop peers and the
+# OpenAI server end to end (openai / aiohttp clients), then prints one summary line.
 set -uo pipefail
 source "$(dirname "$0")/prelude.sh"
 venv=$(bash scripts/python-env.sh) || exit 1
@@ -22,19 +22,29 @@ echo "== swift test"
 swift test --skip-build 2>&1 | tee "$logs/swift.log" | grep -E '✘|Test run|error:' 
 swift_status=${PIPESTATUS[0]}
 
-echo "== pytest (Python peers: grpcio)"
-TLLM_RPC_BIN="$root/.build/debug/tllm-rpc" "$venv/bin/python" -m pytest -q Tests/interop 2>&1 | tee "$logs/pytest.log" | tail -n 30
+echo "== pytest (Python peers: grpcio interop; openai / aiohttp against tllm.server)"
+# One invocation, one summary line. Tests/server goes first: both directories have a package-less
+# conftest.py imported as `conftest`, and test_grpc_interop.py does `from conftest import ...`,
+# which must find the interop one (the last conftest pytest loads from the command line).
+TLLM_RPC_BIN="$root/.build/debug/tllm-rpc" \
+    TLLM_SERVER_BIN="$root/.build/debug/tllm.server" \
+    TLLM_GENERATE_BIN="$root/.build/debug/tllm-generate" \
+    "$venv/bin/python" -m pytest -q Tests/server Tests/interop 2>&1 | tee "$logs/pytest.log" | tail -n 30
 pytest_status=${PIPESTATUS[0]}
 
 # One closing line over both runners.
 swift_total=$(grep -oE 'Test run with [0-9]+ test' "$logs/swift.log" | grep -oE '[0-9]+' | tail -1)
 swift_failed=$(grep -E '^✘ Test .* failed after' "$logs/swift.log" | grep -vc 'Test run with')
-py_passed=$(grep -oE '[0-9]+ passed' "$logs/pytest.log" | tail -1 | grep -oE '[0-9]+')
-py_failed=$(grep -oE '[0-9]+ failed' "$logs/pytest.log" | tail -1 | grep -oE '[0-9]+')
-py_skipped=$(grep -oE '[0-9]+ skipped' "$logs/pytest.log" | tail -1 | grep -oE '[0-9]+')
+# pytest's last line, e.g. "3 failed, 120 passed, 2 skipped, 1 error in 143.75s (0:02:23)"; test
+# output above it may contain the same words. Errors (a fixture or teardown failed) count as failed.
+py_summary=$(grep -E '[0-9]+ (passed|failed|skipped|errors?|deselected)' "$logs/pytest.log" | grep -E ' in [0-9.]+s' | tail -1)
+py_count() { grep -oE "[0-9]+ $1" <<<"$py_summary" | grep -oE '[0-9]+'; }
+py_passed=$(py_count passed)
+py_failed=$(( $(py_count failed || echo 0) + $(py_count 'errors?' || echo 0) ))
+py_skipped=$(py_count skipped)
 passed=$(( ${swift_total:-0} - ${swift_failed:-0} + ${py_passed:-0} ))
-failed=$(( ${swift_failed:-0} + ${py_failed:-0} ))
-if [ "$swift_status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
-if [ "$pytest_status" -ne 0 ] && [ "${py_failed:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+failed=$(( ${swift_failed:-0} + py_failed ))
+if [ "$swift_status" -ne 0 ] && [ "${swift_failed:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+if [ "$pytest_status" -ne 0 ] && [ "$py_failed" -eq 0 ]; then failed=$((failed + 1)); fi
 echo "summary: $passed passed, $failed failed, ${py_skipped:-0} skipped"
 [ "$swift_status" -eq 0 ] && [ "$pytest_status" -eq 0 ]

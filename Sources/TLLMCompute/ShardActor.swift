@@ -65,12 +65,15 @@ public actor HeadActor {
 
     /// Vocabulary size of the LM head.
     public nonisolated let vocabularySize: Int
+    /// Width of a hidden-state row.
+    public nonisolated let hiddenSize: Int
 
     /// Loads the head of `model` with a pool of `threads` compute threads.
     public init(model: any ModelWeights, threads: Int, options: ComputeOptions = ComputeOptions()) throws {
         head = try ModelHead(model: model, pool: ComputePool(threads: threads), options: options)
         executor = ComputeThreadExecutor(name: "tllm-head")
         vocabularySize = head.vocabularySize
+        hiddenSize = head.configuration.hiddenSize
     }
 
     deinit { executor.shutdown() }

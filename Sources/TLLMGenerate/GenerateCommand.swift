@@ -64,9 +64,11 @@ struct GenerateCommand: AsyncParsableCommand {
         let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: threads, options: options)
         let head = try HeadActor(model: bundle.weights, threads: threads, options: options)
 
-        let text =
-            raw ? prompt : try bundle.renderChat(messages: [.dictionary(["role": "user", "content": .string(prompt)])])
-        let promptTokens = bundle.tokenizer.encode(text, addSpecialTokens: true)
+        let promptTokens =
+            raw
+            ? bundle.tokenizer.encode(prompt, addSpecialTokens: true)
+            : bundle.chatPromptTokens(
+                try bundle.renderChat(messages: [.dictionary(["role": "user", "content": .string(prompt)])]))
         var sampler = Sampler(
             parameters: SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
             vocabularySize: head.vocabularySize, prompt: promptTokens)
@@ -107,14 +109,7 @@ struct GenerateCommand: AsyncParsableCommand {
         if let modelPath {
             return try await ModelLocator().resolve(modelPath).modelURL.path
         }
-        let environment = ProcessInfo.processInfo.environment
-        let candidates = [environment["TLLM_DEFAULT_MODEL"], "models/SmolLM2-135M-Instruct.Q4_1.gguf"].compactMap { $0 }
-        guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-            throw ValidationError(
-                "no --model_path and the default model is missing: run scripts/fetch-default-model.sh (or set TLLM_DEFAULT_MODEL)"
-            )
-        }
-        return found
+        return try DefaultModel.path()
     }
 }
 

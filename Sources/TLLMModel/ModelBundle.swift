@@ -130,6 +130,13 @@ public struct ModelBundle: Sendable {
             messages: messages, addGenerationPrompt: addGenerationPrompt, bosToken: bosToken, eosToken: eosToken,
             tools: tools)
     }
+
+    /// Token ids of a rendered chat prompt. The tokenizer's own BOS is added unless the template
+    /// already wrote it (Llama 3's `<|begin_of_text|>`), so a prompt never starts with two.
+    public func chatPromptTokens(_ rendered: String) -> [Int32] {
+        let templateWroteBOS = bosToken.map { !$0.isEmpty && rendered.hasPrefix($0) } ?? false
+        return tokenizer.encode(rendered, addSpecialTokens: !templateWroteBOS)
+    }
 }
 
 extension Tokenizer {

@@ -1,0 +1,89 @@
+import TLLMCompute
+
+/// One completion to generate: what the API layer hands the scheduler.
+public struct GenerationRequest: Sendable {
+    /// Unique id (also the KV cache key on every stage).
+    public var id: String
+    /// The prompt, already tokenized (chat template applied).
+    public var promptTokens: [Int32]
+    /// How tokens are chosen.
+    public var sampling: SamplingParameters
+    /// Tokens to generate at most.
+    public var maxTokens: Int
+    /// Tokens that end the completion (not part of its text).
+    public var stopTokenIDs: Set<Int32>
+    /// Strings that end the completion; the text stops before the first one.
+    public var stopStrings: [String]
+    /// Wall-clock limit from submission; nil: none.
+    public var timeout: Duration?
+
+    public init(
+        id: String, promptTokens: [Int32], sampling: SamplingParameters = SamplingParameters(), maxTokens: Int,
+        stopTokenIDs: Set<Int32> = [], stopStrings: [String] = [], timeout: Duration? = nil
+    ) {
+        self.id = id
+        self.promptTokens = promptTokens
+        self.sampling = sampling
+        self.maxTokens = maxTokens
+        self.stopTokenIDs = stopTokenIDs
+        self.stopStrings = stopStrings
+        self.timeout = timeout
+    }
+}
+
+/// Why a completion ended.
+public enum FinishReason: String, Sendable {
+    /// A stop token or stop string.
+    case stop
+    /// `maxTokens` reached.
+    case length
+    /// The request's time limit passed (the text so far is kept).
+    case timeout
+    /// The client went away or the server is stopping.
+    case abort
+}
+
+/// The summary of a finished completion.
+public struct FinishInfo: Sendable {
+    public var reason: FinishReason
+    public var promptTokens: Int
+    public var completionTokens: Int
+    /// From submission to the first generated token (nil when none was generated).
+    public var timeToFirstToken: Duration?
+    /// From the first to the last generated token.
+    public var decodeTime: Duration
+}
+
+/// What a running completion reports, in order: text as it is generated, then one `finished`.
+public enum GenerationEvent: Sendable {
+    /// New text (never part of a stop string, never a broken UTF-8 sequence).
+    case text(String)
+    /// The end; no event follows.
+    case finished(FinishInfo)
+}
+
+/// Why the scheduler refused or failed a request.
+public enum SchedulerError: Error, Sendable, CustomStringConvertible {
+    /// The waiting queue is full; retry later.
+    case queueFull(capacity: Int)
+    /// Prompt plus `maxTokens` exceed the context the server serves.
+    case contextExceeded(promptTokens: Int, maxTokens: Int, limit: Int)
+    /// An empty prompt, or `maxTokens` < 1.
+    case invalidRequest(String)
+    /// The server is shutting down.
+    case shuttingDown
+    /// The compute failed for this step (a stage error, a KV budget exceeded).
+    case computeFailed(String)
+
+    public var description: String {
+        switch self {
+        case .queueFull(let capacity): "the server is busy: \(capacity) requests are already waiting"
+        case .contextExceeded(let prompt, let maxTokens, let limit):
+            "this model's maximum context length is \(limit) tokens, but \(prompt) prompt tokens and "
+                + "\(maxTokens) completion tokens were requested"
+        case .invalidRequest(let message): message
+        case .shuttingDown: "the server is shutting down"
+        case .computeFailed(let message): "the model failed to compute this request: \(message)"
+        }
+    }
+}

@@ -1,0 +1,338 @@
+import Foundation
+import Logging
+import TLLMCompute
+import TLLMTokenizer
+
+/// Continuous batching over a pipeline (docs/server.md): requests join the running batch at the
+/// next step, decode rows first, prompts prefilled in chunks within a token budget.
+public actor Scheduler {
+    /// Limits of the batching policy.
+    public struct Configuration: Sendable {
+        /// Rows (tokens) in one forward step at most; long prompts are prefilled in chunks of this.
+        public var maxBatchTokens: Int
+        /// Sequences in the running batch at most.
+        public var maxBatchSize: Int
+        /// Requests waiting to join the batch at most; beyond that `submit` throws `queueFull`.
+        public var maxQueue: Int
+        /// Prompt plus completion tokens at most (the context the server serves).
+        public var maxModelLength: Int
+        /// Log each step's shape and time (`--is_debug`).
+        public var logSteps: Bool
+
+        public init(
+            maxBatchTokens: Int = 512, maxBatchSize: Int = 32, maxQueue: Int = 256, maxModelLength: Int,
+            logSteps: Bool = false
+        ) {
+            precondition(maxBatchTokens >= 1 && maxBatchSize >= 1 && maxQueue >= 0 && maxModelLength >= 2)
+            self.maxBatchTokens = maxBatchTokens
+            self.maxBatchSize = min(maxBatchSize, maxBatchTokens)
+            self.maxQueue = maxQueue
+            self.maxModelLength = maxModelLength
+            self.logSteps = logSteps
+        }
+    }
+
+    /// A snapshot for health and metrics.
+    public struct Load: Sendable, Equatable {
+        public var waiting: Int
+        public var running: Int
+    }
+
+    /// One request in flight. A class confined to the actor: steps update it in place.
+    private final class RequestState {
+        let request: GenerationRequest
+        let continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
+        var sampler: Sampler
+        var text: TextStream
+        let submitted: ContinuousClock.Instant
+        let deadline: ContinuousClock.Instant?
+        /// Prompt tokens already in the KV cache.
+        var prefilled = 0
+        /// The last sampled token: the next decode row.
+        var lastToken: Int32 = 0
+        var generated = 0
+        var firstToken: ContinuousClock.Instant?
+        var aborted = false
+
+        init(
+            _ request: GenerationRequest, vocabularySize: Int, tokenizer: Tokenizer,
+            continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
+        ) {
+            self.request = request
+            self.continuation = continuation
+            sampler = Sampler(
+                parameters: request.sampling, vocabularySize: vocabularySize, prompt: request.promptTokens)
+            text = TextStream(tokenizer: tokenizer, stopStrings: request.stopStrings)
+            let now = ContinuousClock.now
+            submitted = now
+            deadline = request.timeout.map { now + $0 }
+        }
+
+        var isPrefilled: Bool { prefilled == request.promptTokens.count }
+    }
+
+    public let configuration: Configuration
+    private let head: HeadActor
+    private let pipeline: any Pipeline
+    private let tokenizer: Tokenizer
+    private let logger: Logger
+    private var waiting: [RequestState] = []
+    private var running: [RequestState] = []
+    private var stopped = false
+    private var loop: Task<Void, Never>?
+    private var wakeUp: CheckedContinuation<Void, Never>?
+    private var steps = 0
+    /// Logits of a step, where samplers may rewrite them in place (kept between steps).
+    private let logitsScratch = ScratchBuffer()
+
+    /// A scheduler that embeds and samples with `head` and runs the layers through `pipeline`.
+    public init(
+        head: HeadActor, pipeline: any Pipeline, tokenizer: Tokenizer, configuration: Configuration,
+        logger: Logger = Logger(label: "tllm.scheduler")
+    ) {
+        self.head = head
+        self.pipeline = pipeline
+        self.tokenizer = tokenizer
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Queues a request. Its events arrive on the returned stream; dropping the stream (or
+    /// cancelling the task that iterates it) aborts the request at the next step.
+    public func submit(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, any Error> {
+        guard !stopped else { throw SchedulerError.shuttingDown }
+        guard !request.promptTokens.isEmpty else { throw SchedulerError.invalidRequest("the prompt is empty") }
+        guard request.maxTokens >= 1 else { throw SchedulerError.invalidRequest("max_tokens must be at least 1") }
+        guard request.promptTokens.count + request.maxTokens <= configuration.maxModelLength else {
+            throw SchedulerError.contextExceeded(
+                promptTokens: request.promptTokens.count, maxTokens: request.maxTokens,
+                limit: configuration.maxModelLength)
+        }
+        guard waiting.count < configuration.maxQueue || running.count + waiting.count < configuration.maxBatchSize
+        else {
+            throw SchedulerError.queueFull(capacity: configuration.maxQueue)
+        }
+        let (stream, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
+        let id = request.id
+        continuation.onTermination = { [weak self] termination in
+            guard case .cancelled = termination, let self else { return }
+            Task { await self.abort(id) }
+        }
+        waiting.append(
+            RequestState(request, vocabularySize: head.vocabularySize, tokenizer: tokenizer, continuation: continuation)
+        )
+        startLoopIfNeeded()
+        return stream
+    }
+
+    /// Marks a request aborted: it leaves the batch before the next step and frees its KV cache.
+    public func abort(_ id: String) {
+        for request in waiting + running where request.request.id == id { request.aborted = true }
+        wakeUp?.resume()
+        wakeUp = nil
+    }
+
+    /// Current queue lengths.
+    public var load: Load { Load(waiting: waiting.count, running: running.count) }
+
+    /// Ends every request (reason `abort`) and stops the loop.
+    public func shutdown() async {
+        stopped = true
+        for request in waiting + running { request.aborted = true }
+        wakeUp?.resume()
+        wakeUp = nil
+        await loop?.value
+        loop = nil
+    }
+
+    // MARK: The loop
+
+    private func startLoopIfNeeded() {
+        if let wakeUp {
+            wakeUp.resume()
+            self.wakeUp = nil
+        }
+        guard loop == nil else { return }
+        loop = Task { await self.run() }
+    }
+
+    private func run() async {
+        while true {
+            await dropFinished()
+            if stopped && waiting.isEmpty && running.isEmpty { return }
+            admit()
+            if running.isEmpty {
+                await withCheckedContinuation { wakeUp = $0 }
+                continue
+            }
+            await step()
+        }
+    }
+
+    /// Removes aborted and timed-out requests, frees their caches, then ends their streams (so a
+    /// client that sees the end can rely on the memory being free).
+    private func dropFinished() async {
+        let now = ContinuousClock.now
+        func isDone(_ request: RequestState) -> Bool {
+            request.aborted || request.deadline.map { now >= $0 } == true
+        }
+        let dropped = waiting.filter(isDone) + running.filter(isDone)
+        guard !dropped.isEmpty else { return }
+        let droppedRunning = running.filter(isDone).map(\.request.id)
+        waiting.removeAll(where: isDone)
+        running.removeAll(where: isDone)
+        if !droppedRunning.isEmpty { await pipeline.release(droppedRunning) }
+        for request in dropped { finish(request, reason: request.aborted ? .abort : .timeout) }
+    }
+
+    private func admit() {
+        while running.count < configuration.maxBatchSize, !waiting.isEmpty {
+            running.append(waiting.removeFirst())
+        }
+    }
+
+    /// One forward over the running batch: decode rows first, then prefill chunks.
+    private func step() async {
+        let started = ContinuousClock.now
+        var tokens: [Int32] = []
+        var slices: [SequenceSlice] = []
+        var sampled: [(request: RequestState, row: Int)] = []
+        var prefills: [(request: RequestState, count: Int)] = []
+        let batch = running
+        for request in batch where request.isPrefilled {
+            tokens.append(request.lastToken)
+            slices.append(SequenceSlice(id: request.request.id, rows: 1))
+            sampled.append((request, tokens.count - 1))
+        }
+        var budget = configuration.maxBatchTokens - tokens.count
+        for request in batch where !request.isPrefilled && budget > 0 {
+            let prompt = request.request.promptTokens
+            let count = min(budget, prompt.count - request.prefilled)
+            tokens.append(contentsOf: prompt[request.prefilled..<(request.prefilled + count)])
+            slices.append(SequenceSlice(id: request.request.id, rows: count))
+            prefills.append((request, count))
+            if request.prefilled + count == prompt.count { sampled.append((request, tokens.count - 1)) }
+            budget -= count
+        }
+
+        let width = head.hiddenSize
+        var logits: [Float] = []
+        do {
+            let embedded = try await head.embed(tokens)
+            let hidden = try await pipeline.forward(embedded, sequences: slices)
+            if !sampled.isEmpty {
+                var rows = [Float](repeating: 0, count: sampled.count * width)
+                for (index, entry) in sampled.enumerated() {
+                    rows[(index * width)..<((index + 1) * width)] =
+                        hidden[(entry.row * width)..<((entry.row + 1) * width)]
+                }
+                logits = await head.logits(rows, rows: sampled.count)
+            }
+        } catch {
+            let participants = Set(slices.map(\.id))
+            await fail(batch.filter { participants.contains($0.request.id) }, error: error)
+            return
+        }
+        for (request, count) in prefills { request.prefilled += count }
+
+        var finished: [(request: RequestState, reason: FinishReason, flush: Bool)] = []
+        let vocabulary = head.vocabularySize
+        let scratch = logitsScratch.holding(logits)
+        for (index, entry) in sampled.enumerated() where !entry.request.aborted {
+            let row = UnsafeMutableBufferPointer(rebasing: scratch[(index * vocabulary)..<((index + 1) * vocabulary)])
+            if let (reason, flush) = emit(entry.request, token: entry.request.sampler.sample(row)) {
+                finished.append((entry.request, reason, flush))
+            }
+        }
+        if !finished.isEmpty {
+            let done = Set(finished.map(\.request.request.id))
+            running.removeAll { done.contains($0.request.id) }
+            await pipeline.release(Array(done))
+            for (request, reason, flush) in finished { finish(request, reason: reason, flush: flush) }
+        }
+        steps += 1
+        if configuration.logSteps {
+            let elapsed = ContinuousClock.now - started
+            logger.info(
+                "step \(steps): \(tokens.count) rows, \(slices.count) sequences (\(sampled.count - prefills.count) decoding, \(prefills.count) prefilling), \(elapsed.milliseconds) ms"
+            )
+        }
+    }
+
+    /// Takes a sampled token and streams its text; returns why the request ends, if it does (the
+    /// caller frees its cache, then calls `finish`). `flush` is false when a stop string already cut the text.
+    private func emit(_ request: RequestState, token: Int32) -> (reason: FinishReason, flush: Bool)? {
+        if request.firstToken == nil { request.firstToken = .now }
+        request.sampler.accept(token)
+        request.generated += 1
+        request.lastToken = token
+        if request.request.stopTokenIDs.contains(token) { return (.stop, true) }
+        let (text, stopped) = request.text.append(token)
+        if !text.isEmpty { request.continuation.yield(.text(text)) }
+        if stopped { return (.stop, false) }
+        if request.generated >= request.request.maxTokens { return (.length, true) }
+        return nil
+    }
+
+    /// Ends a request's stream with its summary and logs it.
+    private func finish(_ request: RequestState, reason: FinishReason, flush: Bool = true) {
+        var reason = reason
+        if flush && reason != .abort {
+            let (text, stopped) = request.text.finish()
+            if !text.isEmpty { request.continuation.yield(.text(text)) }
+            if stopped { reason = .stop }
+        }
+        let now = ContinuousClock.now
+        let info = FinishInfo(
+            reason: reason, promptTokens: request.request.promptTokens.count, completionTokens: request.generated,
+            timeToFirstToken: request.firstToken.map { $0 - request.submitted },
+            decodeTime: request.firstToken.map { now - $0 } ?? .zero)
+        request.continuation.yield(.finished(info))
+        request.continuation.finish()
+        let ttft = info.timeToFirstToken.map { "\($0.milliseconds) ms" } ?? "-"
+        let rate =
+            info.completionTokens > 1 ? Double(info.completionTokens - 1) / max(info.decodeTime.seconds, 1e-9) : 0
+        logger.info(
+            "request \(request.request.id) finished: \(reason.rawValue), prompt \(info.promptTokens) tokens, completion \(info.completionTokens) tokens, TTFT \(ttft), \(String(format: "%.1f", rate)) tok/s"
+        )
+    }
+
+    /// A step failed: its requests end with the error, their caches are freed, the rest go on.
+    private func fail(_ batch: [RequestState], error: any Error) async {
+        logger.error("step failed for \(batch.count) requests: \(error)")
+        let ids = Set(batch.map(\.request.id))
+        running.removeAll { ids.contains($0.request.id) }
+        await pipeline.release(Array(ids))
+        for request in batch {
+            request.continuation.finish(throwing: SchedulerError.computeFailed("\(error)"))
+        }
+    }
+}
+
+/// A growable float buffer owned by one actor, reused from step to step.
+private final class ScratchBuffer {
+    private var storage = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+
+    /// The buffer with `values` copied in (valid until the next call).
+    func holding(_ values: [Float]) -> UnsafeMutableBufferPointer<Float> {
+        if storage.count < values.count {
+            storage.deallocate()
+            storage = .allocate(capacity: values.count)
+        }
+        _ = storage.update(fromContentsOf: values)
+        return UnsafeMutableBufferPointer(rebasing: storage[..<values.count])
+    }
+
+    deinit { storage.deallocate() }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double {
+        let (whole, fraction) = components
+        return Double(whole) + Double(fraction) / 1e18
+    }
+
+    /// Whole milliseconds, rounded.
+    var milliseconds: Int { Int((seconds * 1000).rounded()) }
+}

@@ -1,0 +1,395 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import TLLMChatTemplate
+import TLLMEngine
+import TLLMModel
+import TLLMModelFiles
+import TLLMTokenizer
+
+/// The master's HTTP API (tllm-protocol.md §4): OpenAI chat and text completions with SSE
+/// streaming, the model list, version and health. Generation goes to the scheduler.
+public struct OpenAIService: Sendable {
+    /// What the service needs besides the model.
+    public struct Options: Sendable {
+        /// Prompt + completion tokens at most.
+        public var maxModelLength: Int
+        /// Request bodies beyond this get 413.
+        public var maxBodyBytes: Int
+        /// When set, `/v1/*` requires `Authorization: Bearer <key>`.
+        public var apiKey: String?
+        /// The original's defaults: `max_tokens` 16, raised to the model length for `Bearer anythingllm`.
+        public var compatDefaults: Bool
+        /// Wall-clock limit of a request, nil: none.
+        public var requestTimeout: Duration?
+
+        public init(
+            maxModelLength: Int, maxBodyBytes: Int = 8 << 20, apiKey: String? = nil, compatDefaults: Bool = false,
+            requestTimeout: Duration? = nil
+        ) {
+            self.maxModelLength = maxModelLength
+            self.maxBodyBytes = maxBodyBytes
+            self.apiKey = apiKey
+            self.compatDefaults = compatDefaults
+            self.requestTimeout = requestTimeout
+        }
+    }
+
+    let bundle: ModelBundle
+    let scheduler: Scheduler?
+    let options: Options
+    let logger: Logger
+    let created = Int(Date().timeIntervalSince1970)
+
+    /// A service for `bundle`; without a scheduler (no complete pipeline yet) generation answers 503.
+    public init(bundle: ModelBundle, scheduler: Scheduler?, options: Options, logger: Logger) {
+        self.bundle = bundle
+        self.scheduler = scheduler
+        self.options = options
+        self.logger = logger
+    }
+
+    /// The router with every route of §4 and the error / API-key middleware in front.
+    public func makeRouter() -> Router<ServerRequestContext> {
+        let router = Router(context: ServerRequestContext.self)
+        router.add(middleware: OpenAIErrorMiddleware(apiKey: options.apiKey, logger: logger))
+        router.get("/health") { _, _ in HTTPResponse.Status.ok }
+        router.get("/version") { _, _ in Self.json(.object([("version", .double(0.1))])) }
+        router.get("/v1/models") { _, _ in Self.json(.object([("object", "list"), ("data", .array([modelCard]))])) }
+        router.get("/v1/models/{id}") { _, context in
+            guard context.parameters.get("id") == bundle.name else {
+                throw APIError(
+                    .notFound, "The model '\(context.parameters.get("id") ?? "")' does not exist.", param: "model",
+                    code: "model_not_found")
+            }
+            return Self.json(modelCard)
+        }
+        router.post("/v1/chat/completions") { request, context in try await chatCompletion(request, context) }
+        router.post("/v1/completions") { request, context in try await textCompletion(request, context) }
+        return router
+    }
+
+    private var modelCard: JSONValue {
+        .object([
+            ("id", .string(bundle.name)), ("object", "model"), ("created", .int(created)), ("owned_by", "tllm"),
+            ("root", .string(bundle.name)), ("parent", .null), ("max_model_len", .int(options.maxModelLength)),
+            (
+                "permission",
+                .array([
+                    .object([
+                        ("id", .string("modelperm-\(bundle.name)")), ("object", "model_permission"),
+                        ("created", .int(created)), ("allow_create_engine", false), ("allow_sampling", true),
+                        ("allow_logprobs", false), ("allow_search_indices", false), ("allow_view", true),
+                        ("allow_fine_tuning", false), ("organization", "*"), ("group", .null), ("is_blocking", false),
+                    ])
+                ])
+            ),
+        ])
+    }
+
+    // MARK: Completions
+
+    /// What differs between the two completion endpoints.
+    private struct Endpoint {
+        var idPrefix: String
+        var object: String
+        var chunkObject: String
+        /// A choice of a full response.
+        var choice: @Sendable (_ text: String, _ finishReason: JSONValue) -> JSONValue
+        /// A choice of a stream chunk; `first` is the opening chunk.
+        var chunkChoice: @Sendable (_ text: String, _ first: Bool, _ finishReason: String?) -> JSONValue
+    }
+
+    private static let chat = Endpoint(
+        idPrefix: "chatcmpl-", object: "chat.completion", chunkObject: "chat.completion.chunk",
+        choice: { text, finish in
+            .object([
+                ("index", 0), ("message", .object([("role", "assistant"), ("content", .string(text))])),
+                ("logprobs", .null), ("finish_reason", finish),
+            ])
+        },
+        chunkChoice: { text, first, finish in
+            let delta: [(String, JSONValue)] =
+                first
+                ? [("role", "assistant"), ("content", .string(text))]
+                : finish == nil ? [("content", .string(text))] : []
+            return .object([
+                ("index", 0), ("delta", .object(delta)), ("logprobs", .null), ("finish_reason", .optional(finish)),
+            ])
+        })
+
+    private static let text = Endpoint(
+        idPrefix: "cmpl-", object: "text_completion", chunkObject: "text_completion",
+        choice: { text, finish in
+            .object([("index", 0), ("text", .string(text)), ("logprobs", .null), ("finish_reason", finish)])
+        },
+        chunkChoice: { text, _, finish in
+            .object([("index", 0), ("text", .string(text)), ("logprobs", .null), ("finish_reason", .optional(finish))])
+        })
+
+    private func chatCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let body: ChatCompletionRequest = try await decode(request)
+        try body.fields.validate()
+        guard !body.messages.isEmpty else {
+            throw APIError.invalid("'messages' must contain at least one message.", param: "messages")
+        }
+        var messages: [TemplateValue] = []
+        for (index, message) in body.messages.enumerated() {
+            guard ChatMessage.roles.contains(message.role) else {
+                throw APIError.invalid(
+                    "Invalid value for 'messages[\(index)].role': '\(message.role)'; expected one of system, user, "
+                        + "assistant, developer, tool.", param: "messages[\(index)].role", code: "invalid_value")
+            }
+            guard let content = message.content else {
+                throw APIError.invalid(
+                    "Missing required parameter: 'messages[\(index)].content'.", param: "messages[\(index)].content",
+                    code: "missing_required_parameter")
+            }
+            let role = message.role == "developer" ? "system" : message.role
+            messages.append(.dictionary(["role": .string(role), "content": .string(content)]))
+        }
+        let prompt: [Int32]
+        do {
+            prompt = bundle.chatPromptTokens(try bundle.renderChat(messages: messages))
+        } catch {
+            throw APIError.invalid("The chat template could not render these messages: \(error)", param: "messages")
+        }
+        return try await complete(
+            request, context, prompt: prompt, fields: body.fields, endpoint: Self.chat, echo: nil)
+    }
+
+    private func textCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let body: CompletionRequest = try await decode(request)
+        try body.fields.validate()
+        let prompt: [Int32]
+        let echo: String?
+        switch body.prompt {
+        case .text(let text):
+            prompt = bundle.tokenizer.encode(text, addSpecialTokens: true)
+            echo = body.echo == true ? text : nil
+        case .tokens(let tokens):
+            let vocabulary = bundle.weights.configuration.vocabularySize
+            if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
+                throw APIError.invalid(
+                    "Token id \(bad) is outside the vocabulary (0..<\(vocabulary)).", param: "prompt")
+            }
+            prompt = tokens
+            echo = body.echo == true ? bundle.tokenizer.decode(tokens) : nil
+        }
+        guard !prompt.isEmpty else { throw APIError.invalid("The prompt is empty.", param: "prompt") }
+        return try await complete(
+            request, context, prompt: prompt, fields: body.fields, endpoint: Self.text, echo: echo)
+    }
+
+    /// Submits a prompt and answers with one JSON response or an SSE stream.
+    private func complete(
+        _ request: Request, _ context: ServerRequestContext, prompt: [Int32], fields: GenerationFields,
+        endpoint: Endpoint, echo: String?
+    ) async throws -> Response {
+        guard let scheduler else {
+            throw APIError(.serviceUnavailable, "No available Full Node to process the request", code: "no_pipeline")
+        }
+        let limit = options.maxModelLength
+        guard prompt.count < limit else {
+            throw APIError.invalid(
+                "This model's maximum context length is \(limit) tokens, but the prompt has \(prompt.count) tokens.",
+                param: "messages", code: "context_length_exceeded")
+        }
+        let maxTokens = fields.requestedMaxTokens ?? defaultMaxTokens(request, promptTokens: prompt.count)
+        var stops = Set((fields.stopTokenIDs ?? []).map(Int32.init))
+        if fields.ignoreEOS != true { stops.formUnion(bundle.stopTokenIDs) }
+        let id = endpoint.idPrefix + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        let generation = GenerationRequest(
+            id: id, promptTokens: prompt, sampling: fields.sampling, maxTokens: maxTokens, stopTokenIDs: stops,
+            stopStrings: fields.stop?.values ?? [], timeout: options.requestTimeout)
+        let events: AsyncThrowingStream<GenerationEvent, any Error>
+        do {
+            events = try await scheduler.submit(generation)
+        } catch let error as SchedulerError {
+            throw APIError(schedulerError: error)
+        }
+        // A client that leaves aborts its request at the next step, whether or not text is flowing.
+        let signal = await context.disconnectSignal()
+        let watch = signal?.onDisconnect { Task { await scheduler.abort(id) } }
+        let stopWatching: @Sendable () -> Void = { if let watch { signal?.cancel(watch) } }
+        let header = ResponseHeader(id: id, created: Int(Date().timeIntervalSince1970), model: bundle.name)
+        if fields.stream == true {
+            return streamResponse(
+                events: events, header: header, endpoint: endpoint, echo: echo,
+                includeUsage: fields.streamOptions?.includeUsage == true, finally: stopWatching)
+        }
+        defer { stopWatching() }
+        var text = echo ?? ""
+        do {
+            for try await event in events {
+                switch event {
+                case .text(let delta): text += delta
+                case .finished(let info):
+                    return Self.json(
+                        header.object(
+                            endpoint.object, choices: [endpoint.choice(text, .string(info.reason.openAIName))],
+                            usage: info.usage))
+                }
+            }
+        } catch let error as SchedulerError {
+            throw APIError(schedulerError: error)
+        }
+        throw APIError(.internalServerError, "the generation ended without a result")
+    }
+
+    /// An SSE response; the stream is dropped (and the request aborted) if a write fails.
+    private func streamResponse(
+        events: AsyncThrowingStream<GenerationEvent, any Error>, header: ResponseHeader, endpoint: Endpoint,
+        echo: String?, includeUsage: Bool, finally: @escaping @Sendable () -> Void
+    ) -> Response {
+        let logger = logger
+        let body = ResponseBody { writer in
+            defer { finally() }
+            func send(_ value: JSONValue) async throws {
+                try await writer.write(ByteBuffer(string: "data: \(value.serialized)\n\n"))
+            }
+            func chunk(_ choices: [JSONValue], usage: JSONValue = .null) -> JSONValue {
+                header.object(endpoint.chunkObject, choices: choices, usage: includeUsage ? usage : nil)
+            }
+            try await send(chunk([endpoint.chunkChoice(echo ?? "", true, nil)]))
+            do {
+                for try await event in events {
+                    switch event {
+                    case .text(let delta):
+                        try await send(chunk([endpoint.chunkChoice(delta, false, nil)]))
+                    case .finished(let info):
+                        try await send(chunk([endpoint.chunkChoice("", false, info.reason.openAIName)]))
+                        if includeUsage { try await send(chunk([], usage: info.usage)) }
+                    }
+                }
+            } catch let error as SchedulerError {
+                // Headers are gone: the error travels as an event, as OpenAI's streams do.
+                logger.error("request \(header.id) failed mid-stream: \(error)")
+                try await send(APIError(schedulerError: error).json)
+            }
+            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+            try await writer.finish(nil)
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+    }
+
+    /// `max_tokens` when the request has none: the rest of the context (what OpenAI clients
+    /// expect), or the original's 16 with `--compat_defaults`.
+    private func defaultMaxTokens(_ request: Request, promptTokens: Int) -> Int {
+        let rest = options.maxModelLength - promptTokens
+        guard options.compatDefaults else { return rest }
+        return request.headers[.authorization] == "Bearer anythingllm" ? rest : min(16, rest)
+    }
+
+    private func decode<Body: Decodable>(_ request: Request) async throws -> Body {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: options.maxBodyBytes)
+        } catch is NIOTooManyBytesError {
+            throw APIError(
+                .contentTooLarge, "The request body is larger than the limit of \(options.maxBodyBytes) bytes.",
+                code: "request_too_large")
+        }
+        do {
+            return try JSONDecoder().decode(Body.self, from: Data(buffer.readableBytesView))
+        } catch let error as DecodingError {
+            throw APIError(decoding: error)
+        }
+    }
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: value.serialized)))
+    }
+}
+
+/// The fields every response and chunk of one completion repeats.
+private struct ResponseHeader: Sendable {
+    var id: String
+    var created: Int
+    var model: String
+
+    /// A response or chunk object; `usage` nil leaves the field out.
+    func object(_ object: String, choices: [JSONValue], usage: JSONValue?) -> JSONValue {
+        var members: [(String, JSONValue)] = [
+            ("id", .string(id)), ("object", .string(object)), ("created", .int(created)), ("model", .string(model)),
+            ("choices", .array(choices)),
+        ]
+        if let usage { members.append(("usage", usage)) }
+        return .object(members)
+    }
+}
+
+extension FinishInfo {
+    fileprivate var usage: JSONValue {
+        .object([
+            ("prompt_tokens", .int(promptTokens)), ("completion_tokens", .int(completionTokens)),
+            ("total_tokens", .int(promptTokens + completionTokens)),
+        ])
+    }
+}
+
+extension FinishReason {
+    /// `finish_reason` as OpenAI clients know it (a time limit ends a completion like a length limit).
+    var openAIName: String {
+        switch self {
+        case .stop: "stop"
+        case .length, .timeout: "length"
+        case .abort: "abort"
+        }
+    }
+}
+
+extension APIError {
+    /// The HTTP answer to a request the scheduler refused or failed.
+    init(schedulerError error: SchedulerError) {
+        switch error {
+        case .queueFull:
+            self.init(.tooManyRequests, "\(error); retry shortly.", code: "rate_limit_exceeded")
+            headers[.retryAfter] = "1"
+        case .contextExceeded:
+            self = .invalid("\(error).", param: "max_tokens", code: "context_length_exceeded")
+        case .invalidRequest(let message):
+            self = .invalid(message)
+        case .shuttingDown:
+            self.init(.serviceUnavailable, "\(error)", code: "shutting_down")
+        case .computeFailed:
+            self.init(.internalServerError, "\(error)", code: "compute_failed")
+        }
+    }
+}
+
+/// Answers every error in OpenAI's shape and checks the API key of `/v1/*` routes.
+struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let apiKey: String?
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        do {
+            if let apiKey, request.uri.path.hasPrefix("/v1/"), request.headers[.authorization] != "Bearer \(apiKey)" {
+                throw APIError(
+                    .unauthorized, "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
+                    type: "invalid_request_error", code: "invalid_api_key")
+            }
+            return try await next(request, context)
+        } catch let error as APIError {
+            logger.warning("\(request.method) \(request.uri.path): \(error)")
+            throw error
+        } catch let error as HTTPError {
+            let message =
+                error.status == .notFound
+                ? "Unknown route: \(request.method) \(request.uri.path)" : error.body ?? error.status.reasonPhrase
+            logger.warning("\(request.method) \(request.uri.path): \(error.status.code) \(message)")
+            throw APIError(error.status, message)
+        } catch {
+            logger.error("\(request.method) \(request.uri.path): \(error)")
+            throw APIError(.internalServerError, "Internal error: \(error)")
+        }
+    }
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import TLLMCompute
+import TLLMEngine
+import TLLMHub
+import TLLMModel
+import TLLMModelFiles
+
+/// `tllm.server`: the master. Serves the OpenAI API; with `--is_local` it also runs the whole
+/// model in-process. (The executable target only calls `main()`; the command lives here so that
+/// tests see the same help and parsing.)
+public struct ServerCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "tllm.server",
+        abstract:
+            "The tllm master: an OpenAI-compatible API over a model whose layers run here (--is_local) or on workers.")
+
+    @OptionGroup public var options: ServerOptions
+
+    public init() {}
+
+    public func run() async throws {
+        var logger = Logger(label: "tllm.server")
+        logger.logLevel = options.isDebug ? .debug : .info
+        let path = try await resolveModel(logger: logger)
+        let loadStart = ContinuousClock.now
+        let bundle = try ModelBundle.open(path: path)
+        let configuration = bundle.weights.configuration
+        let maxModelLength = min(options.maxModelLength ?? configuration.contextLength, configuration.contextLength)
+
+        var scheduler: Scheduler?
+        if options.isLocal {
+            let compute = ComputeOptions(
+                int8Activations: options.int8Activations,
+                kvCache: ComputeOptions.CacheElement(rawValue: options.kvCacheDType) ?? .float32)
+            logger.info(
+                "loading \(bundle.name): \(configuration.layerCount) layers, \(options.resolvedThreads) threads")
+            let shard = try ShardActor(
+                model: bundle.weights, layers: 0..<configuration.layerCount, threads: options.resolvedThreads,
+                options: compute)
+            let head = try HeadActor(model: bundle.weights, threads: options.resolvedThreads, options: compute)
+            var schedulerLogger = logger
+            schedulerLogger[metadataKey: "component"] = "scheduler"
+            scheduler = Scheduler(
+                head: head, pipeline: LocalPipeline(stages: [shard]), tokenizer: bundle.tokenizer,
+                configuration: Scheduler.Configuration(
+                    maxBatchTokens: options.maxBatchTokens, maxBatchSize: options.maxBatchSize,
+                    maxQueue: options.maxQueue, maxModelLength: maxModelLength, logSteps: options.isDebug),
+                logger: logger)
+            logger.info(
+                "model loaded in \((ContinuousClock.now - loadStart).formatted(.units(allowed: [.milliseconds])))")
+        } else {
+            logger.warning(
+                "no --is_local: generation answers 503 until workers cover every layer (the cluster is not built yet)")
+        }
+
+        let service = OpenAIService(
+            bundle: bundle, scheduler: scheduler,
+            options: OpenAIService.Options(
+                maxModelLength: maxModelLength, maxBodyBytes: options.maxBodyBytes, apiKey: options.apiKey,
+                compatDefaults: options.compatDefaults,
+                requestTimeout: options.requestTimeout > 0 ? .milliseconds(Int(options.requestTimeout * 1000)) : nil),
+            logger: logger)
+        let host = options.hostname ?? Self.anyAddress
+        let serverLogger = logger
+        let app = Application(
+            router: service.makeRouter(),
+            server: .http1(configuration: .init(additionalChannelHandlers: [ClientDisconnectHandler()])),
+            configuration: ApplicationConfiguration(
+                address: .hostname(host, port: options.resolvedHTTPPort), serverName: "tllm"),
+            onServerRunning: { channel in
+                serverLogger.info("serving \(bundle.name) on http://\(channel.localAddress?.description ?? host)")
+            },
+            logger: logger)
+        // SIGTERM / SIGINT: Hummingbird stops accepting and waits for in-flight requests; ending
+        // the generations at once (finish_reason "abort") lets those requests, and so the
+        // process, finish promptly instead of after thousands of tokens.
+        let running = scheduler
+        let stopSignals = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                logger.info("signal \(number): ending in-flight generations")
+                Task { await running?.shutdown() }
+            }
+            source.resume()
+            return source
+        }
+        defer { stopSignals.forEach { $0.cancel() } }
+        try await app.runService()
+        await scheduler?.shutdown()
+    }
+
+    /// `::` (both IPv6 and IPv4) where the kernel has IPv6, else `0.0.0.0`.
+    private static var anyAddress: String {
+        FileManager.default.fileExists(atPath: "/proc/net/if_inet6") ? "::" : "0.0.0.0"
+    }
+
+    private func resolveModel(logger: Logger) async throws -> String {
+        if let modelPath = options.modelPath {
+            return try await ModelLocator(logger: logger).resolve(modelPath).modelURL.path
+        }
+        return try DefaultModel.path()
+    }
+}

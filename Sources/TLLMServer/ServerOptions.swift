@@ -1,0 +1,155 @@
+import ArgumentParser
+import Foundation
+
+/// `tllm.server`'s flags: the original's (underscores as written) plus what a serving user
+/// expects. A library type so that tests parse the same command lines the executable does.
+public struct ServerOptions: ParsableArguments, Sendable {
+    @Option(
+        name: .customLong("model_path"),
+        help: ArgumentHelp(
+            "The model: a .gguf file, a Hugging Face directory or ORG/NAME[@REV][:FILE] (downloaded into the Hugging Face cache).",
+            discussion:
+                "Default: the embedded SmolLM2-135M-Instruct (scripts/fetch-default-model.sh, or $TLLM_DEFAULT_MODEL)."
+        ))
+    public var modelPath: String?
+
+    @Option(help: "Address to listen on and to give workers (default: all interfaces).")
+    public var hostname: String?
+
+    @Option(name: .customLong("grpc_port"), help: "gRPC port of the master (default: a free port).")
+    public var grpcPort: Int?
+
+    @Option(name: .customLong("http_port"), help: "HTTP port of the OpenAI API (default: 8022).")
+    public var httpPort: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "A cluster config file (examples/config.json).",
+            discussion:
+                "Takes hostname, http_port and grpc_port from \"server\" and client_size from the length of \"client\"; flags given on the command line win."
+        ))
+    public var config: String?
+
+    @Option(name: .customLong("client_size"), help: "Number of workers the layers are split over.")
+    public var clientSize: Int?
+
+    @Flag(name: .customLong("is_local"), help: "Run the whole model in this process: a single-machine deployment.")
+    public var isLocal = false
+
+    @Flag(name: .customLong("is_debug"), help: "Log every scheduler step with its timing.")
+    public var isDebug = false
+
+    @Option(help: "Compute threads (default: one per core).")
+    public var threads: Int?
+
+    @Option(
+        name: .customLong("max_batch_tokens"),
+        help: "Tokens per forward step at most; longer prompts are prefilled in chunks of this size.")
+    public var maxBatchTokens = 512
+
+    @Option(name: .customLong("max_batch_size"), help: "Requests decoded together at most.")
+    public var maxBatchSize = 32
+
+    @Option(
+        name: .customLong("max_queue"),
+        help: "Requests waiting for a batch slot at most; beyond that the API answers 429 with Retry-After.")
+    public var maxQueue = 256
+
+    @Option(
+        name: .customLong("max_model_len"),
+        help: "Prompt + completion tokens at most (default: the model's context length).")
+    public var maxModelLength: Int?
+
+    @Option(name: .customLong("max_body_bytes"), help: "Largest request body accepted (413 beyond).")
+    public var maxBodyBytes = 8 << 20
+
+    @Option(
+        name: .customLong("request_timeout"),
+        help: "Seconds a request may run before it ends with the text so far (0: no limit).")
+    public var requestTimeout: Double = 600
+
+    @Option(
+        name: .customLong("api_key"),
+        help: "Require 'Authorization: Bearer <key>' on /v1/* (default: $TLLM_API_KEY, else no key).")
+    public var apiKey: String?
+
+    @Option(name: .customLong("kv_cache_dtype"), help: "KV cache precision: float32 or float16 (half the memory).")
+    public var kvCacheDType = "float32"
+
+    @Flag(
+        name: .customLong("int8_activations"),
+        help: "Quantise activations to 8 bits in decode (faster, like llama.cpp; not bit-faithful to the float path).")
+    public var int8Activations = false
+
+    @Flag(
+        name: .customLong("compat_defaults"),
+        help: "The original's API defaults: max_tokens 16 unless the client sends 'Authorization: Bearer anythingllm'.")
+    public var compatDefaults = false
+
+    public init() {}
+
+    public mutating func validate() throws {
+        if let config {
+            let file = try ClusterConfigFile(path: config)
+            hostname = hostname ?? file.server.hostname
+            httpPort = httpPort ?? file.server.httpPort
+            grpcPort = grpcPort ?? file.server.grpcPort
+            clientSize = clientSize ?? file.client.count
+        }
+        for (name, port) in [("--http_port", httpPort), ("--grpc_port", grpcPort)] {
+            if let port, !(0...65535).contains(port) {
+                throw ValidationError("\(name) must be a port number (0–65535)")
+            }
+        }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        guard maxBatchTokens >= 1, maxBatchSize >= 1 else {
+            throw ValidationError("--max_batch_tokens and --max_batch_size must be at least 1")
+        }
+        guard maxQueue >= 0 else { throw ValidationError("--max_queue must not be negative") }
+        if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max_model_len must be at least 2") }
+        if let clientSize, clientSize < 1 { throw ValidationError("--client_size must be at least 1") }
+        guard maxBodyBytes >= 1024 else { throw ValidationError("--max_body_bytes must be at least 1024") }
+        guard requestTimeout >= 0 else { throw ValidationError("--request_timeout must not be negative") }
+        guard ["float32", "float16"].contains(kvCacheDType) else {
+            throw ValidationError("--kv_cache_dtype must be float32 or float16")
+        }
+        if apiKey == nil {
+            apiKey = ProcessInfo.processInfo.environment["TLLM_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        }
+    }
+
+    /// Compute threads after the default.
+    public var resolvedThreads: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
+
+    /// The HTTP port after config and defaults.
+    public var resolvedHTTPPort: Int { httpPort ?? 8022 }
+}
+
+/// `--config FILE` (tllm-protocol.md §5): the server's address and the workers' list.
+public struct ClusterConfigFile: Decodable, Sendable {
+    public struct Node: Decodable, Sendable {
+        public var hostname: String?
+        public var httpPort: Int?
+        public var grpcPort: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case hostname
+            case httpPort = "http_port"
+            case grpcPort = "grpc_port"
+        }
+    }
+
+    public var server: Node
+    public var client: [Node]
+
+    /// Reads and decodes the file; errors name the file and the field.
+    public init(path: String) throws {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ValidationError("--config \(path): cannot read the file (\(error.localizedDescription))")
+        }
+        do { self = try JSONDecoder().decode(Self.self, from: data) } catch {
+            throw ValidationError("--config \(path): not a tllm config (\(error))")
+        }
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import TLLMChatTemplate
+import TLLMCompute
+import TLLMModel
+import TLLMModelFiles
+import TLLMTokenizer
+import Testing
+
+@testable import TLLMEngine
+
+/// The scheduler on the embedded default model, through the in-process pipeline.
+@Suite(.serialized) struct SchedulerTests {
+    static let bundle: ModelBundle? = {
+        let path = ProcessInfo.processInfo.environment["TLLM_DEFAULT_MODEL"] ?? "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+        return try? ModelBundle.open(path: path)
+    }()
+
+    struct Engine {
+        let scheduler: Scheduler
+        let shard: ShardActor
+    }
+
+    static func engine(_ configure: (inout Scheduler.Configuration) -> Void = { _ in }) throws -> Engine {
+        let bundle = try #require(bundle, "the default model is missing: run scripts/fetch-default-model.sh")
+        let layers = bundle.weights.configuration.layerCount
+        let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: 2)
+        let head = try HeadActor(model: bundle.weights, threads: 2)
+        var configuration = Scheduler.Configuration(maxModelLength: bundle.weights.configuration.contextLength)
+        configure(&configuration)
+        let scheduler = Scheduler(
+            head: head, pipeline: LocalPipeline(stages: [shard]), tokenizer: bundle.tokenizer,
+            configuration: configuration)
+        return Engine(scheduler: scheduler, shard: shard)
+    }
+
+    static func chat(_ text: String) throws -> [Int32] {
+        let bundle = try #require(bundle)
+        return bundle.chatPromptTokens(
+            try bundle.renderChat(messages: [.dictionary(["role": "user", "content": .string(text)])]))
+    }
+
+    static func request(
+        _ id: String, _ prompt: [Int32], maxTokens: Int = 12, stop: [String] = [], timeout: Duration? = nil
+    ) -> GenerationRequest {
+        GenerationRequest(
+            id: id, promptTokens: prompt, maxTokens: maxTokens, stopTokenIDs: bundle?.stopTokenIDs ?? [],
+            stopStrings: stop, timeout: timeout)
+    }
+
+    static func collect(_ stream: AsyncThrowingStream<GenerationEvent, any Error>) async throws -> (String, FinishInfo)
+    {
+        var text = ""
+        for try await event in stream {
+            switch event {
+            case .text(let delta): text += delta
+            case .finished(let info): return (text, info)
+            }
+        }
+        throw SchedulerError.computeFailed("stream ended without a finish event")
+    }
+
+    static let prompts = [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "List three prime numbers.",
+        "Explain in two sentences why the sky is blue, as if to a child who keeps asking why.",
+        "Hi",
+    ]
+
+    @Test func concurrentRequestsEqualEachAloneWithChunkedPrefill() async throws {
+        // A 16-token budget splits every prompt over several steps while others decode.
+        let engine = try Self.engine { $0.maxBatchTokens = 16 }
+        let prompts = try Self.prompts.map(Self.chat)
+        var alone: [String] = []
+        for (index, prompt) in prompts.enumerated() {
+            alone.append(try await Self.collect(engine.scheduler.submit(Self.request("alone-\(index)", prompt))).0)
+        }
+        let together = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for (index, prompt) in prompts.enumerated() {
+                let stream = try await engine.scheduler.submit(Self.request("together-\(index)", prompt))
+                group.addTask { (index, try await Self.collect(stream).0) }
+            }
+            var results = [String](repeating: "", count: prompts.count)
+            for try await (index, text) in group { results[index] = text }
+            return results
+        }
+        #expect(together == alone)
+        #expect(alone.allSatisfy { !$0.isEmpty })
+        for index in prompts.indices {
+            #expect(await engine.shard.cachedLength(of: "together-\(index)") == 0, "caches are freed on finish")
+        }
+    }
+
+    @Test func stopStringEndsTheTextRightBeforeIt() async throws {
+        let engine = try Self.engine()
+        let prompt = try Self.chat(Self.prompts[3])
+        let (full, fullInfo) = try await Self.collect(
+            engine.scheduler.submit(Self.request("full", prompt, maxTokens: 40)))
+        #expect(fullInfo.reason == .length)
+        // A stop string from the middle of the text, likely spanning a token boundary.
+        let words = full.split(separator: " ")
+        try #require(words.count > 6, "greedy text too short: \(full)")
+        let stop = words[4] + " " + words[5].prefix(2)
+        let (cut, info) = try await Self.collect(
+            engine.scheduler.submit(Self.request("cut", prompt, maxTokens: 40, stop: [String(stop)])))
+        let expected = full.range(of: stop).map { String(full[..<$0.lowerBound]) }
+        #expect(cut == expected)
+        #expect(info.reason == .stop)
+        #expect(info.completionTokens < fullInfo.completionTokens)
+    }
+
+    @Test func droppingTheStreamAbortsAndFreesTheCache() async throws {
+        let engine = try Self.engine()
+        let stream = try await engine.scheduler.submit(
+            Self.request("gone", try Self.chat(Self.prompts[1]), maxTokens: 4000))
+        let reader = Task {
+            var count = 0
+            for try await event in stream {
+                if case .text = event { count += 1 }
+                if count == 3 { break }
+            }
+        }
+        try await reader.value
+        let deadline = ContinuousClock.now + .seconds(10)
+        while await engine.scheduler.load.running > 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(await engine.scheduler.load == Scheduler.Load(waiting: 0, running: 0))
+        #expect(await engine.shard.cachedLength(of: "gone") == 0)
+        // The scheduler still serves.
+        let (text, _) = try await Self.collect(engine.scheduler.submit(Self.request("after", try Self.chat("Hi"))))
+        #expect(!text.isEmpty)
+    }
+
+    @Test func aFullQueueRefusesAndTheRestGoOn() async throws {
+        let engine = try Self.engine {
+            $0.maxBatchSize = 1
+            $0.maxQueue = 1
+        }
+        let prompt = try Self.chat("Hi")
+        let first = try await engine.scheduler.submit(Self.request("q1", prompt, maxTokens: 8))
+        let second = try await engine.scheduler.submit(Self.request("q2", prompt, maxTokens: 8))
+        await #expect(throws: SchedulerError.self) {
+            _ = try await engine.scheduler.submit(Self.request("q3", prompt))
+        }
+        let (a, _) = try await Self.collect(first)
+        let (b, _) = try await Self.collect(second)
+        #expect(a == b)
+    }
+
+    @Test func limitsAreCheckedUpFront() async throws {
+        let engine = try Self.engine { $0.maxModelLength = 64 }
+        let prompt = try Self.chat("Hi")
+        await #expect(throws: SchedulerError.self) {
+            _ = try await engine.scheduler.submit(Self.request("long", prompt, maxTokens: 64))
+        }
+        await #expect(throws: SchedulerError.self) {
+            _ = try await engine.scheduler.submit(Self.request("empty", [], maxTokens: 4))
+        }
+        await #expect(throws: SchedulerError.self) {
+            _ = try await engine.scheduler.submit(Self.request("zero", prompt, maxTokens: 0))
+        }
+    }
+
+    @Test func aRequestPastItsTimeLimitEndsWithItsText() async throws {
+        let engine = try Self.engine()
+        let (_, info) = try await Self.collect(
+            engine.scheduler.submit(
+                Self.request("slow", try Self.chat(Self.prompts[1]), maxTokens: 4000, timeout: .milliseconds(300))))
+        #expect(info.reason == .timeout)
+        #expect(info.completionTokens < 4000)
+        #expect(await engine.shard.cachedLength(of: "slow") == 0)
+    }
+}
+
+/// Stop strings over real token boundaries of the default tokenizer.
+@Suite struct TextStreamTests {
+    static func run(_ text: String, stops: [String]) throws -> (deltas: [String], stopped: Bool) {
+        let bundle = try #require(SchedulerTests.bundle)
+        var stream = TextStream(tokenizer: bundle.tokenizer, stopStrings: stops)
+        var deltas: [String] = []
+        for token in bundle.tokenizer.encode(text, addSpecialTokens: false) {
+            let (delta, stopped) = stream.append(token)
+            deltas.append(delta)
+            if stopped { return (deltas, true) }
+        }
+        let (rest, stopped) = stream.finish()
+        deltas.append(rest)
+        return (deltas, stopped)
+    }
+
+    @Test func textBeforeTheStopStringOnly() throws {
+        let (deltas, stopped) = try Self.run("The quick brown fox jumps over the lazy dog.", stops: ["n fox j"])
+        #expect(stopped)
+        #expect(deltas.joined() == "The quick brow")
+    }
+
+    @Test func aFalseStartIsHeldBackThenReleased() throws {
+        let (deltas, stopped) = try Self.run("one two three four", stops: ["two thre!", "zzz"])
+        #expect(!stopped)
+        #expect(deltas.joined() == "one two three four")
+        // While "two thre" could still become the stop string, it is not emitted.
+        let before = deltas.dropLast().joined()
+        #expect(!before.contains("two thre") || before.contains("three"))
+    }
+
+    @Test func earliestOfSeveralStops() throws {
+        let (deltas, stopped) = try Self.run("alpha beta gamma delta", stops: ["delta", "beta"])
+        #expect(stopped)
+        #expect(deltas.joined() == "alpha ")
+    }
+
+    @Test func multibyteTextAroundAStop() throws {
+        let (deltas, stopped) = try Self.run("Café ☕ au lait 🥐 et fin", stops: ["🥐"])
+        #expect(stopped)
+        #expect(deltas.joined() == "Café ☕ au lait ")
+    }
+}

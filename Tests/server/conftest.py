@@ -1,0 +1,414 @@
+"""Fixtures for the end-to-end tests of the OpenAI-compatible server `tllm.server`.
+
+Contract: shared/spec/tllm-protocol.md section 4, docs/server.md.
+
+Run:  python -m pytest Tests/server          (from the repo root, any venv with
+      Tests/requirements.txt: openai, aiohttp, httpx, pytest)
+Env:  TLLM_SERVER_BIN     the server (default <repo>/.build/debug/tllm.server)
+      TLLM_GENERATE_BIN   the reference generator (default <repo>/.build/debug/tllm-generate)
+      TLLM_DEFAULT_MODEL  the model (default <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+      CI                  when set, a missing binary or model is a test failure instead of a skip
+
+Most tests share one session-scoped server (`server`); tests that need special flags
+start short-lived ones with `start_server(...)`. Every server's stdout and stderr go to
+files; a failing test shows the tail of the logs of the servers it used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tllm_server_helpers import GENERATE_TIMEOUT, REQUEST_TIMEOUT, STARTUP_TIMEOUT, STOP_TIMEOUT, THREADS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# Never send loopback test traffic through a proxy from the environment.
+for _var in ("NO_PROXY", "no_proxy"):
+    _have = os.environ.get(_var, "")
+    os.environ[_var] = ",".join(x for x in (_have, "127.0.0.1", "localhost") if x)
+
+
+# --------------------------------------------------------------------------
+# Binaries and model
+
+
+def _path_from_env(var: str, default: Path) -> Path:
+    p = Path(os.environ.get(var) or default)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _missing(msg: str):
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _executable(var: str, name: str) -> Path:
+    p = _path_from_env(var, REPO_ROOT / ".build" / "debug" / name)
+    if not (p.is_file() and os.access(p, os.X_OK)):
+        _missing(f"{name} binary not found at {p} (build it with `swift build` or set {var})")
+    return p
+
+
+@pytest.fixture(scope="session")
+def server_bin() -> Path:
+    return _executable("TLLM_SERVER_BIN", "tllm.server")
+
+
+@pytest.fixture(scope="session")
+def generate_bin() -> Path:
+    return _executable("TLLM_GENERATE_BIN", "tllm-generate")
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    p = _path_from_env("TLLM_DEFAULT_MODEL", REPO_ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not p.exists():
+        _missing(f"model not found at {p} (run scripts/fetch-default-model.sh or set TLLM_DEFAULT_MODEL)")
+    return p
+
+
+# --------------------------------------------------------------------------
+# The server process
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TllmServer:
+    """A running `tllm.server --is_local` on 127.0.0.1:<free port>, ready (GET /health == 200)."""
+
+    def __init__(self, binary: Path, model: Path, log_dir: Path, name: str, **flags):
+        self.binary = binary
+        self.model = model
+        self.name = name
+        self.flags = flags
+        self.log_dir = log_dir
+        self.returncode: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self.spawns = 0
+        self.stopped = False  # by terminate(), not by a crash
+        # Log tails of earlier processes of this server that died (see `restart`).
+        self.crashes: list[str] = []
+        for _ in range(3):
+            self.port = free_port()
+            self._spawn()
+            if self._wait_ready():
+                return
+        raise AssertionError(f"`{self.cmdline}` never became ready; logs:\n{self.log_tail()}")
+
+    def restart(self):
+        """A new process on the same port (clients keep their base URL), after this one died or
+        was stopped."""
+        assert not self.alive()
+        if not self.stopped:
+            self.crashes.append(f"`{self.cmdline}` exited with {self.proc.returncode}; logs:\n{self.log_tail()}")
+        self.stopped = False
+        self._spawn()
+        if not self._wait_ready():
+            raise AssertionError(f"could not restart `{self.cmdline}`: port {self.port} is taken")
+
+    # -- process
+
+    def _spawn(self):
+        args = [
+            str(self.binary),
+            "--model_path", str(self.model),
+            "--is_local",
+            "--http_port", str(self.port),
+            "--hostname", "127.0.0.1",
+            "--threads", str(THREADS),
+        ]  # fmt: skip
+        for k, v in self.flags.items():
+            args += [f"--{k}", str(v)]
+        self.args = args
+        self.spawns += 1
+        stem = f"{self.name}-{os.getpid()}-{self.spawns}"
+        self.stderr_path = self.log_dir / f"{stem}.stderr"
+        self.stdout_path = self.log_dir / f"{stem}.stdout"
+        with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT)
+
+    @property
+    def cmdline(self) -> str:
+        return " ".join(self.args)
+
+    def _wait_ready(self) -> bool:
+        """True when ready; False when the port was taken by someone else (retry); raises otherwise."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        with httpx.Client(trust_env=False, timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                rc = self.proc.poll()
+                if rc is not None:
+                    logs = self.log_text()
+                    if re.search(r"address already in use|EADDRINUSE|errno: 98", logs, re.I):
+                        return False
+                    raise AssertionError(
+                        f"`{self.cmdline}` exited ({rc}) before it was ready; logs:\n{self.log_tail()}"
+                    )
+                try:
+                    if http.get(f"{self.base_url}/health").status_code == 200:
+                        return True
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        self.kill()
+        raise AssertionError(
+            f"`{self.cmdline}`: GET /health not 200 within {STARTUP_TIMEOUT}s; logs:\n{self.log_tail()}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM and wait; the exit code, or None when it did not exit in time (then it is killed)."""
+        if self.proc is None:
+            return self.returncode
+        if self.proc.poll() is None:
+            self.stopped = True
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+        return self.returncode
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    # -- logs
+
+    def log_text(self) -> str:
+        """stderr then stdout, whole (the request log may go to either)."""
+        parts = []
+        for p in (self.stderr_path, self.stdout_path):
+            try:
+                parts.append(p.read_text(errors="replace"))
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    def log_tail(self, n: int = 6000) -> str:
+        out = []
+        for label, p in (("stderr", self.stderr_path), ("stdout", self.stdout_path)):
+            try:
+                text = p.read_text(errors="replace")
+            except OSError:
+                continue
+            if text.strip():
+                out.append(f"--- {label} ({p}) ---\n{_excerpt(text, n)}")
+        return "\n".join(out) or "(no output)"
+
+    def log_size(self) -> tuple[int, int]:
+        return tuple(p.stat().st_size if p.exists() else 0 for p in (self.stderr_path, self.stdout_path))
+
+    def log_since(self, mark: tuple[int, int]) -> str:
+        parts = []
+        for p, start in zip((self.stderr_path, self.stdout_path), mark, strict=True):
+            try:
+                with open(p, "rb") as f:
+                    f.seek(start)
+                    parts.append(f.read().decode("utf-8", "replace"))
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    # -- clients
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, api_key: str = "sk-tllm-test", **kw) -> openai.OpenAI:
+        kw.setdefault("timeout", REQUEST_TIMEOUT)
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=api_key, max_retries=0, **kw)
+
+    def async_client(self, api_key: str = "sk-tllm-test", **kw) -> openai.AsyncOpenAI:
+        kw.setdefault("timeout", REQUEST_TIMEOUT)
+        return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key=api_key, max_retries=0, **kw)
+
+    def http(self, **kw) -> httpx.Client:
+        kw.setdefault("timeout", REQUEST_TIMEOUT)
+        return httpx.Client(base_url=self.base_url, trust_env=False, **kw)
+
+
+def _excerpt(text: str, n: int) -> str:
+    """The last n characters, or, after a crash, n characters from just before it (a Swift
+    backtrace is long; its first lines say what happened)."""
+    m = re.search(r"Fatal error|\*\*\* Program crashed|\*\*\* Signal \d+", text)
+    if m:
+        start = max(0, m.start() - 2000)
+        return text[start : start + n] + ("\n[...]" if len(text) > start + n else "")
+    return text[-n:]
+
+
+@pytest.fixture(scope="session")
+def log_dir(request) -> Path:
+    """Server logs; kept when a test failed (the reports name the files)."""
+    d = Path(tempfile.mkdtemp(prefix="tllm-server-test-", dir="/tmp"))
+    yield d
+    if request.session.testsfailed == 0:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server(server_bin, model_path, log_dir):
+    """The shared server: default flags. test_zz_shared_server.py, the last module, checks that it
+    never crashed and exits 0 on SIGTERM; this teardown only stops it."""
+    s = TllmServer(server_bin, model_path, log_dir, "shared")
+    yield s
+    s.terminate()
+
+
+@pytest.fixture(autouse=True)
+def _shared_server_alive(request):
+    """When the shared server died in an earlier test (that test failed), start it again on the
+    same port so that the following tests still say something; test_zz_shared_server.py then
+    fails listing every crash."""
+    if "server" in request.fixturenames:
+        s = request.getfixturevalue("server")
+        if not s.alive():
+            s.restart()
+    yield
+
+
+@pytest.fixture
+def start_server(server_bin, model_path, log_dir, request):
+    """Factory: start_server(name, **flags) -> TllmServer with extra flags (e.g. api_key="k",
+    max_queue=1); each must exit 0 within 10 s of SIGTERM at teardown."""
+    started: list[TllmServer] = []
+
+    def start(name: str = "custom", **flags) -> TllmServer:
+        s = TllmServer(server_bin, model_path, log_dir, name, **flags)
+        started.append(s)
+        request.node._tllm_servers = getattr(request.node, "_tllm_servers", []) + [s]
+        return s
+
+    yield start
+    bad = []
+    for s in started:
+        if s.stopped:  # the test stopped it and checked how
+            continue
+        if not s.alive():
+            bad.append(f"`{s.cmdline}` died during the test (exit code {s.proc.returncode}); logs:\n{s.log_tail()}")
+            continue
+        rc = s.terminate()
+        if rc != 0:
+            bad.append(f"`{s.cmdline}`: exit code {rc} after SIGTERM; logs:\n{s.log_tail()}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.fixture(scope="session")
+def client(server) -> openai.OpenAI:
+    c = server.client()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def http(server) -> httpx.Client:
+    c = server.http()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def model_info(http) -> dict:
+    r = http.get("/v1/models")
+    assert r.status_code == 200, f"GET /v1/models: {r.status_code} {r.text}"
+    data = r.json()["data"]
+    assert data, "GET /v1/models lists no model"
+    return data[0]
+
+
+@pytest.fixture(scope="session")
+def model_id(model_info) -> str:
+    return model_info["id"]
+
+
+# --------------------------------------------------------------------------
+# The reference: tllm-generate
+
+
+@dataclass
+class Generated:
+    text: str
+    prompt_tokens: int | None
+    generated_tokens: int | None
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def generate(generate_bin, model_path):
+    """generate(prompt, max_tokens, raw=False) -> Generated: greedy `tllm-generate` output (the
+    trailing newline of stdout removed), cached per (prompt, max_tokens, raw)."""
+    cache: dict = {}
+
+    def run(prompt: str, max_tokens: int, raw: bool = False) -> Generated:
+        key = (prompt, max_tokens, raw)
+        if key in cache:
+            return cache[key]
+        args = [
+            str(generate_bin),
+            "--model_path", str(model_path),
+            "--prompt", prompt,
+            "--max_tokens", str(max_tokens),
+            "--threads", str(THREADS),
+        ]  # fmt: skip
+        if raw:
+            args.append("--raw")
+        try:
+            p = subprocess.run(
+                args, stdin=subprocess.DEVNULL, capture_output=True, timeout=GENERATE_TIMEOUT, cwd=REPO_ROOT
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`tllm-generate --prompt {prompt!r}` did not exit within {GENERATE_TIMEOUT}s")
+        err = p.stderr.decode("utf-8", "replace")
+        assert p.returncode == 0, f"tllm-generate exited {p.returncode}; stderr:\n{err}"
+        out = p.stdout.decode("utf-8", "replace")
+        assert out.endswith("\n"), f"tllm-generate stdout does not end with a newline: {out!r}"
+        m = re.search(r"prompt (\d+) tokens.*?generated (\d+) tokens", err, re.S)
+        g = Generated(out[:-1], int(m.group(1)) if m else None, int(m.group(2)) if m else None, err)
+        cache[key] = g
+        return g
+
+    return run
+
+
+# --------------------------------------------------------------------------
+# Server logs in failure reports
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    # Servers from start_server(...) and, through the fixture closure, the shared `server`.
+    servers = list(getattr(item, "_tllm_servers", []))
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, TllmServer) and value not in servers:
+            servers.append(value)
+    for s in servers:
+        report.sections.append((f"tllm.server logs ({s.name}, port {s.port})", s.log_tail()))

@@ -1,0 +1,250 @@
+"""Flags that change the server's behaviour, each on its own short-lived server: --api_key,
+--max_queue / --max_batch_size (429), --max_body_bytes (413), --request_timeout, and a clean
+exit on SIGTERM while a stream is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+
+import aiohttp
+import httpx
+import openai
+import pytest
+
+from tllm_server_helpers import (
+    LONG_PROMPT,
+    REQUEST_TIMEOUT,
+    STOP_TIMEOUT,
+    assert_serving,
+    chat,
+    check_error_body,
+    check_error_shape,
+    dumps,
+    user,
+)
+
+CHAT = "/v1/chat/completions"
+
+
+def _served_model(s) -> str:
+    with s.http() as http:
+        r = http.get("/v1/models", headers={"Authorization": f"Bearer {s.flags.get('api_key', 'none')}"})
+        assert r.status_code == 200, r.text
+        return r.json()["data"][0]["id"]
+
+
+# --------------------------------------------------------------------------
+# --api_key
+
+API_KEY = "sk-tllm-e2e-secret"
+
+
+def test_api_key(start_server):
+    s = start_server("api-key", api_key=API_KEY)
+    model = _served_model(s)
+    body = {"model": model, "messages": user("Hi"), "max_tokens": 2, "temperature": 0}
+    with s.http() as http:
+        # Readiness and liveness stay open.
+        assert http.get("/health").status_code == 200
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": API_KEY},
+            {"Authorization": "Basic x"},
+        ):
+            err = check_error_body(http.post(CHAT, json=body, headers=headers), 401)
+            assert err["code"] == "invalid_api_key" or err["type"] == "invalid_api_key", err
+            # The next request with the key succeeds.
+            ok = http.post(CHAT, json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+            assert ok.status_code == 200, ok.text
+        check_error_body(http.get("/v1/models"), 401)
+        check_error_body(http.post("/v1/completions", json={"model": model, "prompt": "Hi", "max_tokens": 2}), 401)
+
+    with pytest.raises(openai.AuthenticationError) as e:
+        chat(s.client(api_key="sk-wrong"), model, "Hi", max_tokens=2)
+    assert e.value.status_code == 401
+    good = s.client(api_key=API_KEY)
+    assert_serving(good, model)
+    assert [m.id for m in good.models.list()] == [model]
+
+
+# --------------------------------------------------------------------------
+# --max_queue / --max_batch_size: a full queue answers 429 with Retry-After
+
+
+def test_queue_full_429(start_server):
+    s = start_server("queue", max_queue=1, max_batch_size=1)
+    model = _served_model(s)
+    url = f"{s.base_url}{CHAT}"
+    body = {"model": model, "messages": user(LONG_PROMPT), "max_tokens": 400, "temperature": 0, "stream": True}
+    n = 5  # at most 1 running + 1 waiting: at least 3 of 5 simultaneous requests must be refused
+
+    async def main():
+        release = asyncio.Event()
+        rejected = asyncio.Event()
+        results: list = []
+
+        async def one(session):
+            async with session.post(url, json=body) as r:
+                if r.status == 200:
+                    await r.content.readline()  # the stream started
+                    results.append((200, dict(r.headers), None))
+                    try:
+                        await asyncio.wait_for(release.wait(), REQUEST_TIMEOUT)
+                    finally:
+                        r.close()  # client goes away: the request is aborted
+                    return
+                text = await r.text()
+                results.append((r.status, dict(r.headers), text))
+                if r.status == 429:
+                    rejected.set()
+
+        async with aiohttp.ClientSession(
+            trust_env=False, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        ) as session:
+            tasks = [asyncio.create_task(one(session)) for _ in range(n)]
+            # Wait for the refusals (immediate) or for every request to have answered.
+            waiter = asyncio.create_task(rejected.wait())
+            all_done = asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait([waiter, all_done], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(0.5)  # let the other refusals arrive
+            release.set()
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            waiter.cancel()
+        errors = [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, asyncio.CancelledError)]
+        return results, errors
+
+    results, errors = asyncio.run(main())
+    assert not errors, errors
+    statuses = [st for st, _, _ in results]
+    refused = [(h, t) for st, h, t in results if st == 429]
+    assert refused, f"no 429 among {n} concurrent requests with --max_queue 1 --max_batch_size 1: {statuses}"
+    assert all(st in (200, 429) for st in statuses), statuses
+    for headers, text in refused:
+        retry = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+        assert retry is not None, f"429 without Retry-After: {headers}"
+        assert re.fullmatch(r"\d+", retry.strip()), f"Retry-After {retry!r} is not delta-seconds"
+        err = check_error_shape(json.loads(text), 429)
+        assert "rate_limit_exceeded" in (err["type"], err["code"]), err
+
+    # Afterwards (the refused ones honour Retry-After) a good request succeeds.
+    client = s.client()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            assert_serving(client, model)
+            break
+        except openai.RateLimitError as e:
+            assert time.monotonic() < deadline, f"still 429 a minute after the clients went away: {e}"
+            time.sleep(min(float(e.response.headers.get("retry-after", "1") or 1), 5))
+
+
+# --------------------------------------------------------------------------
+# --max_body_bytes: 413
+
+
+def test_body_limit_413(start_server):
+    limit = 2048
+    s = start_server("body-limit", max_body_bytes=limit)
+    model = _served_model(s)
+    with s.http() as http:
+        # Small enough to sit in the socket buffers: the server may answer before reading it all.
+        for size in (limit + 1, 4 * limit):
+            body = dumps({"model": model, "messages": user("x" * size), "max_tokens": 2})
+            assert len(body) > limit
+            r = http.post(CHAT, content=body, headers={"Content-Type": "application/json"})
+            check_error_body(r, 413)
+            ok = http.post(CHAT, json={"model": model, "messages": user("Hi"), "max_tokens": 2, "temperature": 0})
+            assert ok.status_code == 200, ok.text
+    client = s.client()
+    with pytest.raises(openai.APIStatusError) as e:
+        chat(client, model, "y" * (2 * limit), max_tokens=2)
+    assert e.value.status_code == 413
+    assert_serving(client, model)
+
+
+# --------------------------------------------------------------------------
+# --request_timeout
+
+
+def test_request_timeout(start_server):
+    """--request_timeout 1: a request for 4000 tokens ends within seconds. Accepted endings: 200
+    with finish_reason "length" (or "abort") and fewer than 4000 tokens, or an OpenAI-shaped
+    error status. Either way the server stays up and serves the next request."""
+    s = start_server("timeout", request_timeout=1)
+    model = _served_model(s)
+    bound = 30.0  # >> 1 s; 4000 tokens take minutes in a debug build
+    with s.http(timeout=bound + 30) as http:
+        t0 = time.monotonic()
+        r = http.post(CHAT, json={"model": model, "messages": user(LONG_PROMPT), "max_tokens": 4000, "temperature": 0})
+        elapsed = time.monotonic() - t0
+        assert elapsed < bound, f"took {elapsed:.1f}s with --request_timeout 1"
+        if r.status_code == 200:
+            b = r.json()
+            assert b["choices"][0]["finish_reason"] in ("length", "abort"), b
+            assert b["usage"]["completion_tokens"] < 4000, b["usage"]
+        else:
+            assert r.status_code >= 400, r.status_code
+            check_error_body(r, r.status_code)
+
+        # Streaming: the stream ends (finish chunk or error) within the bound.
+        t0 = time.monotonic()
+        body = {"model": model, "messages": user(LONG_PROMPT), "max_tokens": 4000, "temperature": 0, "stream": True}
+        lines: list[str] = []
+        with http.stream("POST", CHAT, json=body) as resp:
+            if resp.status_code == 200:
+                try:
+                    lines = [line for line in resp.iter_lines() if line.startswith("data:")]
+                except httpx.HTTPError:
+                    pass  # the server cut the stream: an accepted way to end it
+            else:
+                resp.read()
+                check_error_body(resp, resp.status_code)
+        elapsed = time.monotonic() - t0
+        assert elapsed < bound, f"stream took {elapsed:.1f}s with --request_timeout 1"
+        finals = []
+        for line in lines:
+            payload = line[5:].strip()
+            chunk = json.loads(payload) if payload != "[DONE]" else {}
+            if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
+                finals.append(chunk["choices"][0]["finish_reason"])
+        assert all(f in ("length", "abort") for f in finals), finals
+
+        assert s.alive(), "server died"
+        # A tiny request fits in the 1 s budget: a raw 1-token completion.
+        ok = http.post("/v1/completions", json={"model": model, "prompt": "Hi", "max_tokens": 1, "temperature": 0})
+        assert ok.status_code == 200, ok.text
+
+
+# --------------------------------------------------------------------------
+# SIGTERM with a stream in flight
+
+
+def test_sigterm_during_stream_exits_zero(start_server):
+    s = start_server("sigterm")
+    model = _served_model(s)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=REQUEST_TIMEOUT)
+    payload = dumps({"model": model, "messages": user(LONG_PROMPT), "max_tokens": 2000, "stream": True})
+    sock.sendall(
+        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    buf = b""
+    while b"data:" not in buf:
+        got = sock.recv(65536)
+        assert got, f"closed before the first chunk: {buf!r}"
+        buf += got
+    t0 = time.monotonic()
+    rc = s.terminate()
+    elapsed = time.monotonic() - t0
+    sock.close()
+    assert rc == 0, f"exit code {rc} after SIGTERM with a stream in flight (None: not within {STOP_TIMEOUT}s)"
+    assert elapsed < STOP_TIMEOUT

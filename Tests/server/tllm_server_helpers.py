@@ -1,0 +1,235 @@
+"""Helpers shared by the tests of Tests/server (plain functions; fixtures live in conftest.py).
+
+The module name is unique on purpose: pytest puts both Tests/interop and Tests/server on
+sys.path when they run in one invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import openai
+
+# Prompts (single user messages). LONG_PROMPT makes SmolLM2 write a long numbered list: it does
+# not stop early, which the max_tokens / timeout / disconnect / queue tests rely on.
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves.",
+    "今天天气怎么样",  # non-ASCII prompt and output: incremental UTF-8 decoding
+]
+LONG_PROMPT = "Count from 1 to 500, separated by commas."
+STORY_PROMPT = "Write a long story about a dragon who learns to paint."
+
+FINISH_REASONS = ("stop", "length")
+
+STARTUP_TIMEOUT = 60.0  # seconds for GET /health to answer 200
+STOP_TIMEOUT = 10.0  # seconds for a graceful exit (code 0) after SIGTERM
+REQUEST_TIMEOUT = 300.0  # one HTTP request (debug builds on a busy 2-core machine are slow)
+GENERATE_TIMEOUT = 300.0  # one `tllm-generate` run
+THREADS = 2
+
+
+def user(content) -> list[dict]:
+    return [{"role": "user", "content": content}]
+
+
+# --------------------------------------------------------------------------
+# Chat and completions through the openai client
+
+
+def chat(client: openai.OpenAI, model: str, prompt, **kw):
+    """Non-streaming chat completion of one user message; greedy unless told otherwise. Checks
+    the response's shape and returns it."""
+    kw.setdefault("temperature", 0)
+    r = client.chat.completions.create(model=model, messages=user(prompt), **kw)
+    check_chat_completion(r, kw.get("max_tokens"))
+    return r
+
+
+def check_chat_completion(r, max_tokens: int | None = None):
+    assert r.object == "chat.completion", r
+    assert isinstance(r.id, str) and r.id, r
+    assert isinstance(r.created, int) and r.created > 0, r
+    assert isinstance(r.model, str) and r.model, r
+    assert len(r.choices) == 1, r
+    ch = r.choices[0]
+    assert ch.index == 0, r
+    assert ch.message.role == "assistant", r
+    assert isinstance(ch.message.content, str), r
+    assert ch.finish_reason in FINISH_REASONS, r
+    check_usage(r.usage, max_tokens)
+    if max_tokens is not None and ch.finish_reason == "length":
+        assert r.usage.completion_tokens == max_tokens, f"finish_reason length but usage {r.usage}"
+
+
+def check_usage(u, max_tokens: int | None = None):
+    assert u is not None, "no usage"
+    assert u.prompt_tokens > 0, u
+    assert u.completion_tokens >= 0, u
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens, u
+    if max_tokens is not None:
+        assert u.completion_tokens <= max_tokens, f"{u} for max_tokens {max_tokens}"
+
+
+@dataclass
+class Streamed:
+    text: str
+    deltas: list[str]
+    finish_reason: str | None
+    usage: object | None
+    ids: set = field(default_factory=set)
+    chunks: list = field(default_factory=list)
+
+
+def _check_stream(chunks, kind: str) -> Streamed:
+    """Invariants of an OpenAI stream (chunks as the openai client parsed them)."""
+    assert chunks, "empty stream"
+    deltas: list[str] = []
+    finish = None
+    usage = None
+    ids = set()
+    role_seen = False
+    after_finish_usage_only = False
+    for i, c in enumerate(chunks):
+        ids.add(c.id)
+        if kind == "chat":
+            assert c.object == "chat.completion.chunk", c
+        else:
+            assert c.object == "text_completion", c
+        if not c.choices:
+            # The usage chunk (stream_options.include_usage): choices [] and usage set, after
+            # the finish chunk, exactly once, last.
+            assert c.usage is not None, f"chunk {i} has neither choices nor usage: {c}"
+            assert usage is None, "two usage chunks"
+            assert finish is not None, "usage chunk before the finish_reason chunk"
+            usage = c.usage
+            after_finish_usage_only = True
+            continue
+        assert not after_finish_usage_only, f"chunk {i} after the usage chunk: {c}"
+        assert getattr(c, "usage", None) is None, f"chunk {i} with choices carries usage: {c}"
+        assert len(c.choices) == 1 and c.choices[0].index == 0, c
+        ch = c.choices[0]
+        assert finish is None, f"chunk {i} after the finish_reason chunk: {c}"
+        if kind == "chat":
+            if ch.delta.role is not None:
+                assert ch.delta.role == "assistant", c
+                role_seen = True
+            if i == 0:
+                assert ch.delta.role == "assistant", f"first chunk's delta has no role assistant: {c}"
+            text = ch.delta.content
+        else:
+            text = ch.text
+        if text:
+            deltas.append(text)
+        if ch.finish_reason is not None:
+            assert ch.finish_reason in FINISH_REASONS, c
+            finish = ch.finish_reason
+    assert finish is not None, "no chunk with a finish_reason"
+    assert len(ids) == 1, f"chunks carry different ids: {ids}"
+    if kind == "chat":
+        assert role_seen
+    return Streamed("".join(deltas), deltas, finish, usage, ids, list(chunks))
+
+
+def stream_chat(client: openai.OpenAI, model: str, prompt, **kw) -> Streamed:
+    kw.setdefault("temperature", 0)
+    with client.chat.completions.create(model=model, messages=user(prompt), stream=True, **kw) as s:
+        chunks = list(s)
+    out = _check_stream(chunks, "chat")
+    if out.usage is not None:
+        check_usage(out.usage, kw.get("max_tokens"))
+    return out
+
+
+def completion(client: openai.OpenAI, model: str, prompt, **kw):
+    kw.setdefault("temperature", 0)
+    r = client.completions.create(model=model, prompt=prompt, **kw)
+    assert r.object == "text_completion", r
+    assert isinstance(r.id, str) and r.id, r
+    assert len(r.choices) == 1 and r.choices[0].index == 0, r
+    assert isinstance(r.choices[0].text, str), r
+    assert r.choices[0].finish_reason in FINISH_REASONS, r
+    check_usage(r.usage, kw.get("max_tokens"))
+    return r
+
+
+def stream_completion(client: openai.OpenAI, model: str, prompt, **kw) -> Streamed:
+    kw.setdefault("temperature", 0)
+    with client.completions.create(model=model, prompt=prompt, stream=True, **kw) as s:
+        chunks = list(s)
+    out = _check_stream(chunks, "completion")
+    if out.usage is not None:
+        check_usage(out.usage, kw.get("max_tokens"))
+    return out
+
+
+# --------------------------------------------------------------------------
+# Raw HTTP
+
+
+def check_error_body(r: httpx.Response, status: int) -> dict:
+    """`r` is an error in OpenAI's shape with this status; returns the `error` object."""
+    assert r.status_code == status, f"expected HTTP {status}, got {r.status_code}: {r.text[:2000]}"
+    try:
+        body = r.json()
+    except ValueError:
+        raise AssertionError(f"HTTP {status} body is not JSON: {r.text[:2000]!r}") from None
+    return check_error_shape(body, status)
+
+
+def check_error_shape(body, status: int | None = None) -> dict:
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), f"not an OpenAI error: {body!r}"
+    err = body["error"]
+    for key in ("message", "type", "param", "code"):
+        assert key in err, f"error object has no {key!r}: {body!r}"
+    assert isinstance(err["message"], str) and err["message"], body
+    assert isinstance(err["type"], str) and err["type"], body
+    assert err["param"] is None or isinstance(err["param"], str), body
+    assert err["code"] is None or isinstance(err["code"], (str, int)), body
+    return err
+
+
+def sse_data(r: httpx.Response) -> list[str]:
+    """The `data:` payloads of an SSE response being streamed (until the body ends)."""
+    out = []
+    for line in r.iter_lines():
+        if line.startswith("data:"):
+            out.append(line[5:].strip())
+    return out
+
+
+def sse_post(http: httpx.Client, path: str, body: dict, headers: dict | None = None):
+    """POST a streaming request; returns (response, [data payloads]) with the body read."""
+    with http.stream("POST", path, json=body, headers=headers or {}) as r:
+        if r.status_code != 200:
+            r.read()
+            return r, []
+        return r, sse_data(r)
+
+
+def assert_serving(client: openai.OpenAI, model: str):
+    """A good request after a bad one: the server still answers."""
+    r = chat(client, model, "Say hi.", max_tokens=2)
+    assert r.choices[0].finish_reason in FINISH_REASONS
+
+
+def wait_until(pred, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(interval)
+
+
+def chat_body(model: str, prompt, **kw) -> dict:
+    body = {"model": model, "messages": user(prompt), "temperature": 0}
+    body.update(kw)
+    return body
+
+
+def dumps(obj) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
