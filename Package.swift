@@ -116,12 +116,18 @@ let package = Package(
             dependencies: ["TLLMCompute", "TLLMTokenizer", logging],
             swiftSettings: swiftSettings),
 
+        // The cluster, master side: worker registry, layer planning, reachability probes.
+        .target(
+            name: "TLLMCluster",
+            dependencies: [logging, nioCore, nioPosix],
+            swiftSettings: swiftSettings),
+
         // The master's HTTP API on Hummingbird: OpenAI routes, SSE, errors in OpenAI's shape.
         .target(
             name: "TLLMServer",
             dependencies: [
-                "TLLMEngine", "TLLMCompute", "TLLMModel", "TLLMModelFiles", "TLLMHub", "TLLMChatTemplate",
-                "TLLMTokenizer", argumentParser, logging, nioCore,
+                "TLLMEngine", "TLLMCluster", "TLLMCompute", "TLLMModel", "TLLMModelFiles", "TLLMHub",
+                "TLLMChatTemplate", "TLLMTokenizer", argumentParser, logging, nioCore,
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings),
@@ -172,6 +178,10 @@ let package = Package(
         .testTarget(
             name: "TLLMEngineTests",
             dependencies: ["TLLMEngine", "TLLMCompute", "TLLMModel", "TLLMModelFiles", "TLLMTokenizer", "TLLMChatTemplate"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMClusterTests",
+            dependencies: ["TLLMCluster", nioCore, nioPosix],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TLLMServerTests",

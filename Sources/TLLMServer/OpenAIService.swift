@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import TLLMChatTemplate
+import TLLMCluster
 import TLLMEngine
 import TLLMModel
 import TLLMModelFiles
@@ -39,14 +40,18 @@ public struct OpenAIService: Sendable {
 
     let bundle: ModelBundle
     let scheduler: Scheduler?
+    let registry: WorkerRegistry
     let options: Options
     let logger: Logger
     let created = Int(Date().timeIntervalSince1970)
 
     /// A service for `bundle`; without a scheduler (no complete pipeline yet) generation answers 503.
-    public init(bundle: ModelBundle, scheduler: Scheduler?, options: Options, logger: Logger) {
+    public init(
+        bundle: ModelBundle, scheduler: Scheduler?, registry: WorkerRegistry, options: Options, logger: Logger
+    ) {
         self.bundle = bundle
         self.scheduler = scheduler
+        self.registry = registry
         self.options = options
         self.logger = logger
     }
@@ -68,6 +73,29 @@ public struct OpenAIService: Sendable {
         }
         router.post("/v1/chat/completions") { request, context in try await chatCompletion(request, context) }
         router.post("/v1/completions") { request, context in try await textCompletion(request, context) }
+        router.post("/register_client") { request, _ in
+            let registration: WorkerRegistry.Registration = try await decode(request)
+            let answer = await registry.register(registration)
+            return Self.json(
+                .object([
+                    ("pp_rank", .int(answer.ppRank)), ("start_idx", .int(answer.startIndex)),
+                    ("end_idx", .int(answer.endIndex)), ("msg", .optional(answer.message)),
+                    ("repo_path", .optional(answer.repoPath)),
+                ]))
+        }
+        router.post("/init_model") { request, _ in
+            let report: InitModelReport = try await decode(request)
+            guard report.endIndex > report.startIndex, report.startIndex >= 0 else {
+                throw APIError.invalid("start_idx and end_idx must name a non-empty layer range.", param: "start_idx")
+            }
+            let known = await registry.initialized(
+                clientID: report.clientID, ppRank: report.ppRank, layers: report.startIndex..<report.endIndex)
+            // The original answers in the body (status 499 for an unknown client) with HTTP 200.
+            return Self.json(
+                known
+                    ? .object([("msg", "success"), ("status", 200)])
+                    : .object([("msg", "client not found"), ("status", 499)]))
+        }
         return router
     }
 
@@ -304,6 +332,18 @@ public struct OpenAIService: Sendable {
         Response(
             status: status, headers: [.contentType: "application/json"],
             body: ResponseBody(byteBuffer: ByteBuffer(string: value.serialized)))
+    }
+}
+
+/// `POST /init_model` body: a worker has loaded its layers.
+private struct InitModelReport: Decodable {
+    var clientID: String
+    var ppRank: Int
+    var startIndex: Int
+    var endIndex: Int
+
+    enum CodingKeys: String, CodingKey {
+        case clientID = "client_id", ppRank = "pp_rank", startIndex = "start_idx", endIndex = "end_idx"
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import TLLMCluster
 import TLLMCompute
 import TLLMEngine
 import TLLMHub
@@ -56,8 +57,12 @@ public struct ServerCommand: AsyncParsableCommand {
                 "no --is_local: generation answers 503 until workers cover every layer (the cluster is not built yet)")
         }
 
+        let workers = options.clientSize ?? LayerPlan.defaultWorkers(modelName: bundle.name)
+        let registry = WorkerRegistry(
+            totalLayers: configuration.layerCount, workers: workers, modelPath: options.modelPath ?? path,
+            logger: logger)
         let service = OpenAIService(
-            bundle: bundle, scheduler: scheduler,
+            bundle: bundle, scheduler: scheduler, registry: registry,
             options: OpenAIService.Options(
                 maxModelLength: maxModelLength, maxBodyBytes: options.maxBodyBytes, apiKey: options.apiKey,
                 compatDefaults: options.compatDefaults,

@@ -1,0 +1,101 @@
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import TLLMCluster
+
+@Suite struct LayerPlanTests {
+    @Test(arguments: [(30, 1), (30, 2), (30, 4), (16, 3), (5, 8), (32, 8)])
+    func rangesTileEveryLayerEvenly(_ total: Int, _ workers: Int) {
+        let plan = LayerPlan(totalLayers: total, workers: workers)
+        #expect(plan.ranges.count == min(total, workers))
+        #expect(plan.ranges.first?.lowerBound == 0 && plan.ranges.last?.upperBound == total)
+        #expect(zip(plan.ranges, plan.ranges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+        let sizes = plan.ranges.map(\.count)
+        #expect(sizes.max()! - sizes.min()! <= 1)
+    }
+
+    @Test func defaultWorkersFollowTheModelSize() {
+        #expect(LayerPlan.defaultWorkers(modelName: "Llama-3.2-1B-Instruct") == 1)
+        #expect(LayerPlan.defaultWorkers(modelName: "mlx-community/Meta-Llama-3.1-8B-Instruct-4bit") == 2)
+        #expect(LayerPlan.defaultWorkers(modelName: "Qwen2.5-14B-Instruct") == 4)
+        #expect(LayerPlan.defaultWorkers(modelName: "Qwen2-72B") == 8)
+        #expect(LayerPlan.defaultWorkers(modelName: "Llama-3.1-405B") == 8)
+        #expect(LayerPlan.defaultWorkers(modelName: "SmolLM2-135M-Instruct.Q4_1.gguf") == 1)
+        #expect(LayerPlan.defaultWorkers(modelName: "model.gguf") == 1)
+        #expect(LayerPlan.sizeLabel(in: "Qwen2-0.5B-Instruct") == 0.5)
+    }
+}
+
+/// Registration over real TCP reachability checks against listeners on this machine.
+@Suite struct WorkerRegistryTests {
+    /// A TCP listener standing in for a worker's gRPC port.
+    static func listener(host: String = "127.0.0.1") async throws -> any Channel {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: host, port: 0).get()
+    }
+
+    /// A port nothing listens on.
+    static func closedPort() async throws -> Int {
+        let channel = try await listener()
+        let port = channel.localAddress!.port!
+        try await channel.close()
+        return port
+    }
+
+    @Test func firstRegistrationsTakeFreeRangesThenAnyRange() async throws {
+        let worker = try await Self.listener()
+        let port = worker.localAddress!.port!
+        let registry = WorkerRegistry(totalLayers: 30, workers: 2, modelPath: "/models/m.gguf")
+        let a = await registry.register(.init(clientID: "a", hosts: ["127.0.0.1"], port: port))
+        let b = await registry.register(.init(clientID: "b", hosts: ["127.0.0.1"], port: port))
+        #expect(a == .init(ppRank: 0, startIndex: 0, endIndex: 15, message: "success", repoPath: "/models/m.gguf"))
+        #expect(b == .init(ppRank: 1, startIndex: 15, endIndex: 30, message: "success", repoPath: "/models/m.gguf"))
+        let c = await registry.register(.init(clientID: "c", hosts: ["127.0.0.1"], port: port))
+        #expect([0, 1].contains(c.ppRank) && c.message == "success")
+        // A worker registering again keeps its range rather than taking a second one.
+        let again = await registry.register(.init(clientID: "a", hosts: ["127.0.0.1"], port: port))
+        #expect(again.ppRank == 0)
+        try await worker.close()
+    }
+
+    @Test func unreachableWorkersAreTurnedAway() async throws {
+        var probe = TCPReachabilityProbe()
+        probe.timeout = .milliseconds(500)
+        let registry = WorkerRegistry(totalLayers: 30, workers: 1, modelPath: "m", prober: probe)
+        let answer = await registry.register(
+            .init(clientID: "x", hosts: ["127.0.0.1"], port: try await Self.closedPort()))
+        #expect(answer == .init(ppRank: -1, startIndex: -1, endIndex: -1, message: "ping failed", repoPath: nil))
+        #expect(await registry.registered.isEmpty)
+    }
+
+    @Test func theReachableAddressIsKeptWithIPv6InBrackets() async throws {
+        let worker = try await Self.listener(host: "::1")
+        let port = worker.localAddress!.port!
+        let registry = WorkerRegistry(totalLayers: 4, workers: 1, modelPath: "m")
+        _ = await registry.register(.init(clientID: "v6", hosts: ["192.0.2.1", "::1"], port: port))
+        #expect(await registry.registered.map(\.address) == ["[::1]:\(port)"])
+        try await worker.close()
+    }
+
+    @Test func theRouteIsCompleteOnceEveryRangeIsInitialised() async throws {
+        let worker = try await Self.listener()
+        let port = worker.localAddress!.port!
+        let registry = WorkerRegistry(totalLayers: 30, workers: 2, modelPath: "m")
+        _ = await registry.register(.init(clientID: "a", hosts: ["127.0.0.1"], port: port))
+        // A worker that survived a master restart states its range.
+        let restored = await registry.register(
+            .init(clientID: "b", hosts: ["127.0.0.1"], port: port, ppRank: 1, startIndex: 15, endIndex: 30))
+        #expect(restored.startIndex == 15 && restored.endIndex == 30 && restored.message == "success")
+        #expect(await registry.route == nil)
+        #expect(await registry.initialized(clientID: "a", ppRank: 0, layers: 0..<15))
+        #expect(await registry.route == nil)
+        #expect(await !registry.initialized(clientID: "nobody", ppRank: 0, layers: 0..<15))
+        #expect(await registry.initialized(clientID: "b", ppRank: 1, layers: 15..<30))
+        #expect(await registry.route?.map(\.clientID) == ["a", "b"])
+        await registry.unregister(clientID: "a")
+        #expect(await registry.route == nil)
+        try await worker.close()
+    }
+}
