@@ -35,6 +35,7 @@ let package = Package(
         .executable(name: "tllm-rpc", targets: ["TLLMRPCTool"]),
         .executable(name: "tllm-generate", targets: ["TLLMGenerate"]),
         .executable(name: "tllm.server", targets: ["TLLMServerCommand"]),
+        .executable(name: "tllm.client", targets: ["TLLMClientCommand"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -119,7 +120,10 @@ let package = Package(
         // The cluster, master side: worker registry, layer planning, reachability probes.
         .target(
             name: "TLLMCluster",
-            dependencies: [logging, nioCore, nioPosix],
+            dependencies: [
+                "TLLMEngine", "TLLMCompute", "TLLMWire", "TLLMModel", "TLLMModelFiles", "TLLMHub", argumentParser,
+                logging, nioCore, nioPosix,
+            ],
             swiftSettings: swiftSettings),
 
         // The master's HTTP API on Hummingbird: OpenAI routes, SSE, errors in OpenAI's shape.
@@ -127,7 +131,7 @@ let package = Package(
             name: "TLLMServer",
             dependencies: [
                 "TLLMEngine", "TLLMCluster", "TLLMCompute", "TLLMModel", "TLLMModelFiles", "TLLMHub",
-                "TLLMChatTemplate", "TLLMTokenizer", argumentParser, logging, nioCore,
+                "TLLMChatTemplate", "TLLMTokenizer", "TLLMWire", argumentParser, logging, nioCore,
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings),
@@ -136,6 +140,12 @@ let package = Package(
         .executableTarget(
             name: "TLLMServerCommand",
             dependencies: ["TLLMServer", argumentParser],
+            swiftSettings: swiftSettings),
+
+        // `tllm.client`: runs `ClientCommand` (flags, registration, the worker service) from TLLMCluster.
+        .executableTarget(
+            name: "TLLMClientCommand",
+            dependencies: ["TLLMCluster", argumentParser],
             swiftSettings: swiftSettings),
 
         // One-machine generation: `tllm-generate`.
@@ -181,7 +191,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TLLMClusterTests",
-            dependencies: ["TLLMCluster", nioCore, nioPosix],
+            dependencies: ["TLLMCluster", "TLLMEngine", "TLLMCompute", "TLLMWire", nioCore, nioPosix],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TLLMServerTests",

@@ -29,6 +29,7 @@ echo "== pytest (Python peers: grpcio interop; openai / aiohttp against tllm.ser
 TLLM_RPC_BIN="$root/.build/debug/tllm-rpc" \
     TLLM_SERVER_BIN="$root/.build/debug/tllm.server" \
     TLLM_GENERATE_BIN="$root/.build/debug/tllm-generate" \
+    TLLM_CLIENT_BIN="$root/.build/debug/tllm.client" \
     "$venv/bin/python" -m pytest -q Tests/server Tests/interop 2>&1 | tee "$logs/pytest.log" | tail -n 30
 pytest_status=${PIPESTATUS[0]}
 

@@ -12,6 +12,21 @@ public struct SequenceSlice: Sendable, Hashable {
     }
 }
 
+extension SequenceSlice {
+    /// The last row of each sequence of a packed batch (`sequences.count × width`): what the
+    /// head needs, and what the last pipeline stage sends back.
+    public static func lastRows(of hidden: [Float], sequences: [SequenceSlice], width: Int) -> [Float] {
+        var result: [Float] = []
+        result.reserveCapacity(sequences.count * width)
+        var end = 0
+        for slice in sequences {
+            end += slice.rows
+            result.append(contentsOf: hidden[((end - 1) * width)..<(end * width)])
+        }
+        return result
+    }
+}
+
 /// Decoder layers `[a, b)` of a Llama-family model with the KV caches of the sequences it
 /// has seen. Computes a packed batch: the rows of several sequences stacked, each at its
 /// own position. Not thread-safe: the owning actor serialises calls.

@@ -1,13 +1,40 @@
 import TLLMCompute
 
-/// The decoder layers of a model, wherever they run: in this process (`LocalPipeline`) or on a
-/// chain of workers (the cluster's remote pipeline). The scheduler sees only this.
-public protocol Pipeline: Sendable {
-    /// Runs every layer over a packed batch: `hidden` holds the rows of all `sequences` stacked in
-    /// order, each sequence continuing its own KV cache. Returns the final hidden states, same shape.
-    func forward(_ hidden: [Float], sequences: [SequenceSlice]) async throws -> [Float]
+/// One forward step through the decoder layers: the packed batch of the wire protocol.
+public struct PipelineStep: Sendable {
+    /// The rows of every sequence, stacked in order (`tokens.count × hidden size`).
+    public var hidden: [Float]
+    /// Which sequence owns how many rows, in order; each continues its own KV cache.
+    public var sequences: [SequenceSlice]
+    /// The token ids of the rows, stacked like `hidden` (workers may key caches on them).
+    public var tokens: [Int32]
 
-    /// Drops the KV caches of finished or aborted sequences on every stage.
+    public init(hidden: [Float], sequences: [SequenceSlice], tokens: [Int32]) {
+        precondition(sequences.reduce(0) { $0 + $1.rows } == tokens.count, "one token per row")
+        self.hidden = hidden
+        self.sequences = sequences
+        self.tokens = tokens
+    }
+
+    /// Each sequence's token ids (the protocol's `input_ids_list`).
+    public var tokensPerSequence: [[Int32]] {
+        var start = 0
+        return sequences.map { slice in
+            defer { start += slice.rows }
+            return Array(tokens[start..<(start + slice.rows)])
+        }
+    }
+}
+
+/// The decoder layers of a model, wherever they run: in this process (`LocalPipeline`) or on a
+/// chain of workers (`RemotePipeline` in TLLMCluster). The scheduler sees only this.
+public protocol Pipeline: Sendable {
+    /// Runs every layer over `step` and returns the final hidden state of the **last row of each
+    /// sequence**, in order (`sequences.count × hidden size`): what the last worker sends back.
+    func forward(_ step: PipelineStep) async throws -> [Float]
+
+    /// Drops the KV caches of finished or aborted sequences where the pipeline can (remote
+    /// workers drop them after 60 s idle: the protocol has no release call).
     func release(_ ids: [String]) async
 }
 
@@ -26,10 +53,12 @@ public struct LocalPipeline: Pipeline {
         self.stages = stages
     }
 
-    public func forward(_ hidden: [Float], sequences: [SequenceSlice]) async throws -> [Float] {
-        var hidden = hidden
-        for stage in stages { hidden = try await stage.forward(hidden, sequences: sequences) }
-        return hidden
+    public func forward(_ step: PipelineStep) async throws -> [Float] {
+        var hidden = step.hidden
+        for stage in stages { hidden = try await stage.forward(hidden, sequences: step.sequences) }
+        let rows = step.tokens.count
+        return rows == 0
+            ? [] : SequenceSlice.lastRows(of: hidden, sequences: step.sequences, width: hidden.count / rows)
     }
 
     public func release(_ ids: [String]) async {

@@ -196,13 +196,14 @@ public actor Scheduler {
         let started = ContinuousClock.now
         var tokens: [Int32] = []
         var slices: [SequenceSlice] = []
-        var sampled: [(request: RequestState, row: Int)] = []
+        // Requests that get a token this step, with the index of their sequence in the batch.
+        var sampled: [(request: RequestState, sequence: Int)] = []
         var prefills: [(request: RequestState, count: Int)] = []
         let batch = running
         for request in batch where request.isPrefilled {
             tokens.append(request.lastToken)
             slices.append(SequenceSlice(id: request.request.id, rows: 1))
-            sampled.append((request, tokens.count - 1))
+            sampled.append((request, slices.count - 1))
         }
         var budget = configuration.maxBatchTokens - tokens.count
         for request in batch where !request.isPrefilled && budget > 0 {
@@ -211,7 +212,7 @@ public actor Scheduler {
             tokens.append(contentsOf: prompt[request.prefilled..<(request.prefilled + count)])
             slices.append(SequenceSlice(id: request.request.id, rows: count))
             prefills.append((request, count))
-            if request.prefilled + count == prompt.count { sampled.append((request, tokens.count - 1)) }
+            if request.prefilled + count == prompt.count { sampled.append((request, slices.count - 1)) }
             budget -= count
         }
 
@@ -219,12 +220,12 @@ public actor Scheduler {
         var logits: [Float] = []
         do {
             let embedded = try await head.embed(tokens)
-            let hidden = try await pipeline.forward(embedded, sequences: slices)
+            let last = try await pipeline.forward(PipelineStep(hidden: embedded, sequences: slices, tokens: tokens))
             if !sampled.isEmpty {
                 var rows = [Float](repeating: 0, count: sampled.count * width)
                 for (index, entry) in sampled.enumerated() {
                     rows[(index * width)..<((index + 1) * width)] =
-                        hidden[(entry.row * width)..<((entry.row + 1) * width)]
+                        last[(entry.sequence * width)..<((entry.sequence + 1) * width)]
                 }
                 logits = await head.logits(rows, rows: sampled.count)
             }

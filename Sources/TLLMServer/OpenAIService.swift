@@ -39,19 +39,24 @@ public struct OpenAIService: Sendable {
     }
 
     let bundle: ModelBundle
-    let scheduler: Scheduler?
-    let registry: WorkerRegistry
+    let scheduler: Scheduler
+    let cluster: ClusterController
+    /// The remote pipeline in cluster mode (generation answers 503 until it has a route); nil in local mode.
+    let remote: PipelineSwitch?
     let options: Options
     let logger: Logger
     let created = Int(Date().timeIntervalSince1970)
 
-    /// A service for `bundle`; without a scheduler (no complete pipeline yet) generation answers 503.
+    /// A service for `bundle` whose generations run on `scheduler`; `remote` is the cluster
+    /// pipeline the scheduler uses, if any (without a route, generation answers 503).
     public init(
-        bundle: ModelBundle, scheduler: Scheduler?, registry: WorkerRegistry, options: Options, logger: Logger
+        bundle: ModelBundle, scheduler: Scheduler, cluster: ClusterController, remote: PipelineSwitch?,
+        options: Options, logger: Logger
     ) {
         self.bundle = bundle
         self.scheduler = scheduler
-        self.registry = registry
+        self.cluster = cluster
+        self.remote = remote
         self.options = options
         self.logger = logger
     }
@@ -75,7 +80,7 @@ public struct OpenAIService: Sendable {
         router.post("/v1/completions") { request, context in try await textCompletion(request, context) }
         router.post("/register_client") { request, _ in
             let registration: WorkerRegistry.Registration = try await decode(request)
-            let answer = await registry.register(registration)
+            let answer = await cluster.registry.register(registration)
             return Self.json(
                 .object([
                     ("pp_rank", .int(answer.ppRank)), ("start_idx", .int(answer.startIndex)),
@@ -83,13 +88,14 @@ public struct OpenAIService: Sendable {
                     ("repo_path", .optional(answer.repoPath)),
                 ]))
         }
-        router.post("/init_model") { request, _ in
+        router.post("/init_model") { request, context in
             let report: InitModelReport = try await decode(request)
             guard report.endIndex > report.startIndex, report.startIndex >= 0 else {
                 throw APIError.invalid("start_idx and end_idx must name a non-empty layer range.", param: "start_idx")
             }
-            let known = await registry.initialized(
-                clientID: report.clientID, ppRank: report.ppRank, layers: report.startIndex..<report.endIndex)
+            let known = await cluster.workerInitialized(
+                clientID: report.clientID, ppRank: report.ppRank, layers: report.startIndex..<report.endIndex,
+                localHost: context.channel.localAddress?.ipAddress)
             // The original answers in the body (status 499 for an unknown client) with HTTP 200.
             return Self.json(
                 known
@@ -216,7 +222,7 @@ public struct OpenAIService: Sendable {
         _ request: Request, _ context: ServerRequestContext, prompt: [Int32], fields: GenerationFields,
         endpoint: Endpoint, echo: String?
     ) async throws -> Response {
-        guard let scheduler else {
+        if let remote, await !remote.isAvailable {
             throw APIError(.serviceUnavailable, "No available Full Node to process the request", code: "no_pipeline")
         }
         let limit = options.maxModelLength

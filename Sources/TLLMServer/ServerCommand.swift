@@ -8,6 +8,7 @@ import TLLMEngine
 import TLLMHub
 import TLLMModel
 import TLLMModelFiles
+import TLLMWire
 
 /// `tllm.server`: the master. Serves the OpenAI API; with `--is_local` it also runs the whole
 /// model in-process. (The executable target only calls `main()`; the command lives here so that
@@ -31,38 +32,48 @@ public struct ServerCommand: AsyncParsableCommand {
         let configuration = bundle.weights.configuration
         let maxModelLength = min(options.maxModelLength ?? configuration.contextLength, configuration.contextLength)
 
-        var scheduler: Scheduler?
-        if options.isLocal {
-            let compute = ComputeOptions(
-                int8Activations: options.int8Activations,
-                kvCache: ComputeOptions.CacheElement(rawValue: options.kvCacheDType) ?? .float32)
-            logger.info(
-                "loading \(bundle.name): \(configuration.layerCount) layers, \(options.resolvedThreads) threads")
-            let shard = try ShardActor(
-                model: bundle.weights, layers: 0..<configuration.layerCount, threads: options.resolvedThreads,
-                options: compute)
-            let head = try HeadActor(model: bundle.weights, threads: options.resolvedThreads, options: compute)
-            var schedulerLogger = logger
-            schedulerLogger[metadataKey: "component"] = "scheduler"
-            scheduler = Scheduler(
-                head: head, pipeline: LocalPipeline(stages: [shard]), tokenizer: bundle.tokenizer,
-                configuration: Scheduler.Configuration(
-                    maxBatchTokens: options.maxBatchTokens, maxBatchSize: options.maxBatchSize,
-                    maxQueue: options.maxQueue, maxModelLength: maxModelLength, logSteps: options.isDebug),
-                logger: logger)
-            logger.info(
-                "model loaded in \((ContinuousClock.now - loadStart).formatted(.units(allowed: [.milliseconds])))")
-        } else {
-            logger.warning(
-                "no --is_local: generation answers 503 until workers cover every layer (the cluster is not built yet)")
-        }
+        let compute = ComputeOptions(
+            int8Activations: options.int8Activations,
+            kvCache: ComputeOptions.CacheElement(rawValue: options.kvCacheDType) ?? .float32)
+        logger.info("loading \(bundle.name): \(configuration.layerCount) layers, \(options.resolvedThreads) threads")
+        let head = try HeadActor(model: bundle.weights, threads: options.resolvedThreads, options: compute)
 
+        // The master's gRPC service: final hidden states and stage statuses come back here.
+        let inbox = StepInbox(logger: logger)
+        let grpcServer = GRPCServer(methods: MasterService(inbox: inbox).grpcMethods, logger: logger)
+        let grpcAddresses = try await grpcServer.start([
+            try GRPCListenAddress(parsing: "[::]:\(options.grpcPort ?? 0)")
+        ])
         let workers = options.clientSize ?? LayerPlan.defaultWorkers(modelName: bundle.name)
-        let registry = WorkerRegistry(
-            totalLayers: configuration.layerCount, workers: workers, modelPath: options.modelPath ?? path,
+        let cluster = ClusterController(
+            registry: WorkerRegistry(
+                totalLayers: configuration.layerCount, workers: workers, modelPath: options.modelPath ?? path,
+                logger: logger),
+            inbox: inbox, hiddenSize: configuration.hiddenSize, masterPort: grpcAddresses.first?.port ?? 0,
+            advertisedHost: options.hostname, logger: logger)
+
+        let pipeline: any Pipeline
+        if options.isLocal {
+            pipeline = LocalPipeline(stages: [
+                try ShardActor(
+                    model: bundle.weights, layers: 0..<configuration.layerCount, threads: options.resolvedThreads,
+                    options: compute)
+            ])
+        } else {
+            pipeline = cluster.pipeline
+            logger.info("waiting for \(workers) worker(s) to cover \(configuration.layerCount) layers")
+        }
+        let scheduler = Scheduler(
+            head: head, pipeline: pipeline, tokenizer: bundle.tokenizer,
+            configuration: Scheduler.Configuration(
+                maxBatchTokens: options.maxBatchTokens, maxBatchSize: options.maxBatchSize,
+                maxQueue: options.maxQueue, maxModelLength: maxModelLength, logSteps: options.isDebug),
             logger: logger)
+        logger.info("model loaded in \((ContinuousClock.now - loadStart).formatted(.units(allowed: [.milliseconds])))")
+
         let service = OpenAIService(
-            bundle: bundle, scheduler: scheduler, registry: registry,
+            bundle: bundle, scheduler: scheduler, cluster: cluster,
+            remote: options.isLocal ? nil : cluster.pipeline,
             options: OpenAIService.Options(
                 maxModelLength: maxModelLength, maxBodyBytes: options.maxBodyBytes, apiKey: options.apiKey,
                 compatDefaults: options.compatDefaults,
@@ -82,7 +93,7 @@ public struct ServerCommand: AsyncParsableCommand {
         // SIGTERM / SIGINT: Hummingbird stops accepting and waits for in-flight requests; ending
         // the generations at once (finish_reason "abort") lets those requests, and so the
         // process, finish promptly instead of after thousands of tokens.
-        let running = scheduler
+        let running: Scheduler? = scheduler
         let stopSignals = [SIGTERM, SIGINT].map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
@@ -95,7 +106,9 @@ public struct ServerCommand: AsyncParsableCommand {
         }
         defer { stopSignals.forEach { $0.cancel() } }
         try await app.runService()
-        await scheduler?.shutdown()
+        await scheduler.shutdown()
+        await cluster.shutdown()
+        await grpcServer.shutdown(gracePeriod: .seconds(2))
     }
 
     /// `::` (both IPv6 and IPv4) where the kernel has IPv6, else `0.0.0.0`.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TLLMCluster
 
 /// `tllm.server`'s flags: the original's (underscores as written) plus what a serving user
 /// expects. A library type so that tests parse the same command lines the executable does.
@@ -123,33 +124,4 @@ public struct ServerOptions: ParsableArguments, Sendable {
 
     /// The HTTP port after config and defaults.
     public var resolvedHTTPPort: Int { httpPort ?? 8022 }
-}
-
-/// `--config FILE` (tllm-protocol.md §5): the server's address and the workers' list.
-public struct ClusterConfigFile: Decodable, Sendable {
-    public struct Node: Decodable, Sendable {
-        public var hostname: String?
-        public var httpPort: Int?
-        public var grpcPort: Int?
-
-        enum CodingKeys: String, CodingKey {
-            case hostname
-            case httpPort = "http_port"
-            case grpcPort = "grpc_port"
-        }
-    }
-
-    public var server: Node
-    public var client: [Node]
-
-    /// Reads and decodes the file; errors name the file and the field.
-    public init(path: String) throws {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw ValidationError("--config \(path): cannot read the file (\(error.localizedDescription))")
-        }
-        do { self = try JSONDecoder().decode(Self.self, from: data) } catch {
-            throw ValidationError("--config \(path): not a tllm config (\(error))")
-        }
-    }
 }

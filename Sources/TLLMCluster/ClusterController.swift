@@ -1,0 +1,118 @@
+import Logging
+import NIOCore
+import TLLMEngine
+import TLLMWire
+
+/// The master's side of the cluster: when initialised workers cover every layer, tells each
+/// stage where to send its results (`SetConfig`), routes the scheduler's steps through them
+/// (`RemotePipeline`), and health-checks one worker per stage every 10 s.
+public actor ClusterController {
+    public let registry: WorkerRegistry
+    /// What the master's scheduler runs steps through.
+    public nonisolated let pipeline = PipelineSwitch()
+    private let inbox: StepInbox
+    private let hiddenSize: Int
+    private let masterPort: Int
+    private let advertisedHost: String?
+    private let logger: Logger
+    private var configured: [String] = []
+    private var clients: [RPCServiceClient] = []
+    private var healthChecks: Task<Void, Never>?
+
+    /// - Parameters:
+    ///   - masterPort: the master's gRPC port (results and statuses come back there).
+    ///   - advertisedHost: the master's address for workers (`--hostname`); nil: the address a
+    ///     worker reached the master's HTTP port on.
+    public init(
+        registry: WorkerRegistry, inbox: StepInbox, hiddenSize: Int, masterPort: Int, advertisedHost: String?,
+        logger: Logger = Logger(label: "tllm.cluster")
+    ) {
+        self.registry = registry
+        self.inbox = inbox
+        self.hiddenSize = hiddenSize
+        self.masterPort = masterPort
+        self.advertisedHost = advertisedHost
+        self.logger = logger
+    }
+
+    /// `/init_model` from a worker that reached the master at `localHost`; false for an unknown client.
+    public func workerInitialized(clientID: String, ppRank: Int, layers: Range<Int>, localHost: String?) async -> Bool {
+        guard await registry.initialized(clientID: clientID, ppRank: ppRank, layers: layers) else { return false }
+        await configureRoute(masterHost: advertisedHost ?? localHost ?? "127.0.0.1")
+        return true
+    }
+
+    /// Builds the pipeline over the registry's complete route, if there is one and it changed.
+    private func configureRoute(masterHost: String) async {
+        guard let route = await registry.route else { return }
+        let ids = route.map(\.clientID)
+        guard ids != configured else { return }
+        let master = Self.target(host: masterHost, port: masterPort)
+        var newClients: [RPCServiceClient] = []
+        do {
+            for (rank, worker) in route.enumerated() {
+                let client = RPCServiceClient(
+                    channel: try GRPCChannel(target: worker.address), defaultTimeout: .seconds(10))
+                newClients.append(client)
+                let next = rank + 1 < route.count ? route[rank + 1].address : master
+                let answer = try await client.setConfig(
+                    SetConfigRequest(forwardURL: next, masterURL: master, ppRank: Int32(rank)))
+                guard answer.status == 200 else {
+                    throw PipelineError("SetConfig answered \(answer.status) \(answer.msg)")
+                }
+            }
+        } catch {
+            logger.error("route \(ids) not configured: \(error)")
+            for client in newClients { await client.channel.close() }
+            return
+        }
+        for client in clients { await client.channel.close() }
+        clients = newClients
+        configured = ids
+        await pipeline.use(
+            RemotePipeline(first: newClients[0], stages: route.count, hiddenSize: hiddenSize, inbox: inbox))
+        logger.info(
+            "pipeline ready: \(route.map { "\($0.address) [\($0.layers.lowerBound), \($0.layers.upperBound))" }.joined(separator: " → ")) → \(master)"
+        )
+        startHealthChecks()
+    }
+
+    private func startHealthChecks() {
+        guard healthChecks == nil else { return }
+        healthChecks = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(10))
+                await self?.checkHealth()
+            }
+        }
+    }
+
+    /// One `Health` per stage; a stage that fails is unregistered and the route cleared.
+    func checkHealth() async {
+        let route = await registry.route ?? []
+        for worker in route where configured.contains(worker.clientID) {
+            guard let index = configured.firstIndex(of: worker.clientID), index < clients.count else { continue }
+            do {
+                _ = try await clients[index].health(timeout: .seconds(3))
+            } catch {
+                logger.error("worker \(worker.clientID) at \(worker.address) failed its health check: \(error)")
+                await registry.unregister(clientID: worker.clientID)
+                configured = []
+                await pipeline.use(nil)
+                return
+            }
+        }
+    }
+
+    /// Stops health checks and closes the channels.
+    public func shutdown() async {
+        healthChecks?.cancel()
+        for client in clients { await client.channel.close() }
+        clients = []
+    }
+
+    /// `host:port` with IPv6 in brackets.
+    static func target(host: String, port: Int) -> String {
+        host.contains(":") && !host.hasPrefix("[") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}

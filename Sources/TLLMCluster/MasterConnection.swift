@@ -1,0 +1,50 @@
+import Foundation
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A worker's HTTP conversation with the master (tllm-protocol.md §3): JSON bodies in and out.
+public struct MasterConnection: Sendable {
+    /// `http://host:port` of the master.
+    public let baseURL: URL
+
+    /// `address` may be `http://host:port`, `host:port` or a bare host (port 8022).
+    public init(address: String) throws {
+        var text = address
+        if !text.contains("://") { text = "http://" + text }
+        guard var components = URLComponents(string: text), components.host != nil else {
+            throw PipelineError("not a master address: \(address) (expected http://HOST:PORT)")
+        }
+        if components.port == nil { components.port = 8022 }
+        components.path = ""
+        guard let url = components.url else { throw PipelineError("not a master address: \(address)") }
+        baseURL = url
+    }
+
+    /// POSTs `body` as JSON to `path` and returns the decoded JSON object.
+    public func post(_ path: String, _ body: [String: any Sendable], timeout: TimeInterval = 60) async throws
+        -> [String: Any]
+    {
+        var request = URLRequest(url: baseURL.appendingPathComponent(path), timeoutInterval: timeout)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = try JSONSerialization.data(withJSONObject: body)
+        let (data, response) = try await URLSession.shared.data(for: request)
+        guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
+            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            throw PipelineError("\(path): HTTP \(status) \(String(decoding: data, as: UTF8.self))")
+        }
+        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw PipelineError("\(path): the answer is not a JSON object")
+        }
+        return object
+    }
+
+    /// Whether `GET /health` answers 200.
+    public func isHealthy(timeout: TimeInterval = 5) async -> Bool {
+        let request = URLRequest(url: baseURL.appendingPathComponent("health"), timeoutInterval: timeout)
+        guard let (_, response) = try? await URLSession.shared.data(for: request) else { return false }
+        return (response as? HTTPURLResponse)?.statusCode == 200
+    }
+}

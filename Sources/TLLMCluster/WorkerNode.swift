@@ -1,0 +1,135 @@
+import Foundation
+import Logging
+import TLLMCompute
+import TLLMHub
+import TLLMModel
+import TLLMModelFiles
+
+/// A worker's life (tllm-protocol.md §3): register with the master until it answers, load the
+/// layers it assigns from the path it names, report `/init_model`, then check the master's health
+/// every 30 s (5 s retries, up to 100) and register again with the same range when it returns.
+public actor WorkerNode {
+    /// What the master assigned.
+    public struct Assignment: Sendable, Equatable {
+        public var rank: Int
+        public var layers: Range<Int>
+        public var modelPath: String
+    }
+
+    let clientID: String
+    let master: MasterConnection
+    let hosts: [String]
+    let port: Int
+    let service: WorkerService
+    let threads: Int
+    let compute: ComputeOptions
+    let logger: Logger
+    private(set) var assignment: Assignment?
+    private var shard: ShardActor?
+
+    public init(
+        clientID: String = UUID().uuidString.lowercased(), master: MasterConnection, hosts: [String], port: Int,
+        service: WorkerService, threads: Int, compute: ComputeOptions = ComputeOptions(),
+        logger: Logger = Logger(label: "tllm.client")
+    ) {
+        self.clientID = clientID
+        self.master = master
+        self.hosts = hosts
+        self.port = port
+        self.service = service
+        self.threads = threads
+        self.compute = compute
+        self.logger = logger
+    }
+
+    /// Registers, loads, reports, then watches the master until cancelled.
+    public func run() async throws {
+        try await registerAndLoad()
+        let idleEviction = Task { [shard] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(10))
+                let dropped = await shard?.releaseIdle(olderThan: .seconds(60)) ?? []
+                if !dropped.isEmpty { logger.info("dropped the KV caches of \(dropped.count) idle request(s)") }
+            }
+        }
+        defer { idleEviction.cancel() }
+        while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(30))
+            if await master.isHealthy() { continue }
+            logger.warning("the master at \(master.baseURL) does not answer; retrying every 5 s")
+            var back = false
+            for _ in 0..<100 where !Task.isCancelled {
+                try await Task.sleep(for: .seconds(5))
+                if await master.isHealthy() {
+                    back = true
+                    break
+                }
+            }
+            guard back else { throw PipelineError("the master at \(master.baseURL) did not come back; giving up") }
+            logger.info("the master is back: registering again with layers \(assignment.map { "\($0.layers)" } ?? "-")")
+            try await registerAndLoad()
+        }
+    }
+
+    /// One registration round: until the master accepts, then load (if not yet) and `/init_model`.
+    func registerAndLoad() async throws {
+        var announced = false
+        while !Task.isCancelled {
+            do {
+                let answer = try await master.post("register_client", registrationBody)
+                guard answer["msg"] as? String == "success", let rank = answer["pp_rank"] as? Int,
+                    let start = answer["start_idx"] as? Int, let end = answer["end_idx"] as? Int, end > start
+                else {
+                    logger.warning("the master refused the registration: \(answer); retrying in 5 s")
+                    try await Task.sleep(for: .seconds(5))
+                    continue
+                }
+                let path = (answer["repo_path"] as? String) ?? assignment?.modelPath ?? ""
+                let assigned = Assignment(rank: rank, layers: start..<end, modelPath: path)
+                if shard == nil || assigned.layers != assignment?.layers { try await load(assigned) }
+                assignment = assigned
+                let report = try await master.post(
+                    "init_model", ["client_id": clientID, "pp_rank": rank, "start_idx": start, "end_idx": end])
+                guard report["status"] as? Int == 200 else {
+                    logger.warning("init_model answered \(report); registering again in 5 s")
+                    try await Task.sleep(for: .seconds(5))
+                    continue
+                }
+                logger.info("serving layers [\(start), \(end)) as pp_rank \(rank) for \(master.baseURL)")
+                return
+            } catch let error as PipelineError {
+                throw error
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                if !announced { logger.info("waiting for the master at \(master.baseURL): \(error)") }
+                announced = true
+                try await Task.sleep(for: .seconds(5))
+            }
+        }
+    }
+
+    private var registrationBody: [String: any Sendable] {
+        [
+            "client_id": clientID, "host": hosts, "port": port, "pp_rank": assignment?.rank ?? -1, "tp_rank": -1,
+            "start_idx": assignment?.layers.lowerBound ?? -1, "end_idx": assignment?.layers.upperBound ?? -1,
+        ]
+    }
+
+    private func load(_ assigned: Assignment) async throws {
+        let started = ContinuousClock.now
+        let path = try await ModelLocator(logger: logger).resolve(assigned.modelPath).modelURL.path
+        let bundle = try ModelBundle.open(path: path, selection: TensorSelection(layers: assigned.layers))
+        let configuration = bundle.weights.configuration
+        guard assigned.layers.upperBound <= configuration.layerCount else {
+            throw PipelineError(
+                "the master assigned layers \(assigned.layers) of a \(configuration.layerCount)-layer model")
+        }
+        let shard = try ShardActor(model: bundle.weights, layers: assigned.layers, threads: threads, options: compute)
+        self.shard = shard
+        await service.attach(shard, totalLayers: configuration.layerCount, hiddenSize: configuration.hiddenSize)
+        logger.info(
+            "loaded layers [\(assigned.layers.lowerBound), \(assigned.layers.upperBound)) of \(bundle.name) in \((ContinuousClock.now - started).formatted(.units(allowed: [.milliseconds])))"
+        )
+    }
+}

@@ -1,0 +1,164 @@
+import Logging
+import NIOCore
+import TLLMCompute
+import TLLMWire
+
+/// A worker's RPCService (tllm-protocol.md §2): acknowledges each `Forward` at once, computes
+/// its layers afterwards in arrival order, then reports `Status` to the master and sends the
+/// result to the next hop (only each request's last row from the last stage).
+public actor WorkerService: RPCServiceProtocol {
+    private struct Route {
+        var next: RPCServiceClient
+        var master: RPCServiceClient
+        var rank: Int
+    }
+
+    private struct Job: Sendable {
+        var request: ForwardRequest
+        var hidden: [Float]
+        var sequences: [SequenceSlice]
+    }
+
+    private var totalLayers = 0
+    private var hiddenSize = 0
+    private let logger: Logger
+    private var shard: ShardActor?
+    private var route: Route?
+    private let jobs: AsyncStream<Job>.Continuation
+    private var worker: Task<Void, Never>?
+
+    /// A service without layers yet: they come with `attach` once the master has named the model
+    /// and the range, and until then `Forward` answers "Model not initialized" as the original does.
+    public init(logger: Logger = Logger(label: "tllm.worker")) {
+        self.logger = logger
+        let (stream, continuation) = AsyncStream<Job>.makeStream()
+        jobs = continuation
+        worker = nil
+        Task { await self.start(stream) }
+    }
+
+    private func start(_ stream: AsyncStream<Job>) {
+        worker = Task { [weak self] in
+            for await job in stream { await self?.run(job) }
+        }
+    }
+
+    /// The loaded layers of a model with `totalLayers` layers of width `hiddenSize`.
+    public func attach(_ shard: ShardActor, totalLayers: Int, hiddenSize: Int) {
+        self.shard = shard
+        self.totalLayers = totalLayers
+        self.hiddenSize = hiddenSize
+    }
+
+    /// The loaded layers, if any.
+    public var layers: Range<Int>? { shard?.layers }
+
+    /// Stops computing (pending jobs are dropped).
+    public func stop() {
+        jobs.finish()
+        worker?.cancel()
+    }
+
+    public func health(_ request: Empty, context: GRPCCallContext) async throws -> HealthResponse {
+        HealthResponse(msg: "Healthy", status: 200)
+    }
+
+    public func status(_ request: StatusRequest, context: GRPCCallContext) async throws -> StatusResponse {
+        StatusResponse(msg: "Successful", status: 200)
+    }
+
+    public func setConfig(_ request: SetConfigRequest, context: GRPCCallContext) async throws -> SetConfigResponse {
+        do {
+            let next = RPCServiceClient(
+                channel: try GRPCChannel(target: request.forwardURL), defaultTimeout: .seconds(10))
+            let master = RPCServiceClient(
+                channel: try GRPCChannel(target: request.masterURL), defaultTimeout: .seconds(10))
+            if let old = route {
+                await old.next.channel.close()
+                await old.master.channel.close()
+            }
+            route = Route(next: next, master: master, rank: Int(request.ppRank))
+        } catch {
+            throw RPCError(.invalidArgument, "SetConfig: \(error.message)")
+        }
+        logger.info("pp_rank \(request.ppRank): results go to \(request.forwardURL), status to \(request.masterURL)")
+        return SetConfigResponse(msg: "SetConfig Completed", status: 200)
+    }
+
+    public func forward(_ request: ForwardRequest, context: GRPCCallContext) async throws -> ForwardResponse {
+        guard let shard else { return ForwardResponse(msg: "Model not initialized", status: 500) }
+        guard route != nil else { return ForwardResponse(msg: "No route: SetConfig first", status: 500) }
+        guard request.uuidList.count == request.inputIdsList.count, !request.uuidList.isEmpty else {
+            throw RPCError(
+                .invalidArgument,
+                "uuid_list has \(request.uuidList.count) entries, input_ids_list \(request.inputIdsList.count)")
+        }
+        guard Set(request.uuidList).count == request.uuidList.count else {
+            throw RPCError(.invalidArgument, "uuid_list names a request twice")
+        }
+        guard let tensor = request.hiddenStates else { throw RPCError(.invalidArgument, "hidden_states is missing") }
+        let decoded: TensorCodec.Decoded
+        do { decoded = try TensorCodec.decode(tensor) } catch {
+            throw RPCError(.invalidArgument, "hidden_states: \(error)")
+        }
+        let rows = request.inputIdsList.reduce(0) { $0 + $1.inputIds.count }
+        guard decoded.rows == rows, decoded.columns == hiddenSize else {
+            throw RPCError(
+                .invalidArgument,
+                "hidden_states is [\(decoded.rows), \(decoded.columns)], expected [\(rows), \(hiddenSize)] "
+                    + "(rows = the input ids of all requests)")
+        }
+        let sequences = zip(request.uuidList, request.inputIdsList).map {
+            SequenceSlice(id: $0, rows: $1.inputIds.count)
+        }
+        guard sequences.allSatisfy({ $0.rows > 0 }) else {
+            throw RPCError(.invalidArgument, "every request needs at least one input id")
+        }
+        _ = shard  // computed by the job loop, in arrival order
+        jobs.yield(Job(request: request, hidden: decoded.values, sequences: sequences))
+        return ForwardResponse(msg: "Forward Completed", status: 200)
+    }
+
+    private func run(_ job: Job) async {
+        guard let shard, let route else { return }
+        let started = ContinuousClock.now
+        let step = job.request.uuidList.joined(separator: "-")
+        var hidden: [Float]
+        do {
+            hidden = try await shard.forward(job.hidden, sequences: job.sequences)
+        } catch {
+            logger.error("step \(step): compute failed: \(error)")
+            return
+        }
+        let cost = ContinuousClock.now - started
+        var rows = hidden.count / hiddenSize
+        if shard.layers.upperBound == totalLayers {
+            hidden = SequenceSlice.lastRows(of: hidden, sequences: job.sequences, width: hiddenSize)
+            rows = job.sequences.count
+        }
+        var result = job.request
+        do {
+            result.hiddenStates = try TensorCodec.encode(hidden, rows: rows, columns: hiddenSize)
+        } catch {
+            logger.error("step \(step): cannot encode the result: \(error)")
+            return
+        }
+        let (seconds, attoseconds) = cost.components
+        let status = StatusRequest(
+            uuid: job.request.uuidList, ppIdx: Int32(route.rank),
+            costTime: Float(Double(seconds) + Double(attoseconds) / 1e18))
+        let logger = logger
+        async let reported: Void = {
+            do { _ = try await route.master.status(status) } catch {
+                logger.warning("step \(step): Status to \(route.master.channel.target) failed: \(error)")
+            }
+        }()
+        do {
+            let answer = try await route.next.forward(result)
+            if answer.status != 200 { logger.warning("step \(step): next hop answered \(answer.status) \(answer.msg)") }
+        } catch {
+            logger.error("step \(step): Forward to \(route.next.channel.target) failed: \(error)")
+        }
+        await reported
+    }
+}

@@ -1,0 +1,202 @@
+"""A Swift master with Swift workers as separate processes on loopback (tllm-protocol.md, all of
+it): registration, SetConfig, Forward hops with float16 (+ LZ4) tensors, Status reports. Greedy
+outputs are compared with `--is_local` on the same model; the float16 rounding on the wire may
+flip a near tie, so the agreement is reported and most prompts must match token for token.
+
+Env: TLLM_CLIENT_BIN (default <repo>/.build/debug/tllm.client), plus conftest.py's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import concurrent.futures
+import json
+import socket
+
+import httpx
+import pytest
+
+from tllm_server_helpers import REQUEST_TIMEOUT, STOP_TIMEOUT, user
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three prime numbers.",
+    "Why do cats purr?",
+]
+MAX_TOKENS = 24
+
+
+@pytest.fixture(scope="session")
+def client_bin() -> Path:
+    path = Path(os.environ.get("TLLM_CLIENT_BIN", REPO_ROOT / ".build/debug/tllm.client"))
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing")
+        pytest.skip(f"{path} is missing: swift build --product tllm.client")
+    return path
+
+
+class Node:
+    """One process of the cluster, logs to a file."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path):
+        self.name = name
+        self.args = args
+        self.log = log_dir / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            return None
+
+
+class Cluster:
+    def __init__(self, server_bin: Path, client_bin: Path, model: Path, log_dir: Path, workers: int, tag: str,
+                 start_workers_first: bool = False):
+        self.http_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.nodes: list[Node] = []
+        master_args = [str(server_bin), "--model_path", str(model), "--http_port", str(self.http_port),
+                       "--grpc_port", str(free_port()), "--hostname", "127.0.0.1", "--client_size", str(max(workers, 1)),
+                       "--threads", "1"]
+        worker_args = [str(client_bin), "--master_addr", self.url, "--hostname", "127.0.0.1", "--threads", "1"]
+        if start_workers_first:
+            self.nodes += [Node(f"{tag}-worker{i}", worker_args, log_dir) for i in range(workers)]
+            time.sleep(2)
+            self.nodes.insert(0, Node(f"{tag}-master", master_args, log_dir))
+        else:
+            self.nodes.append(Node(f"{tag}-master", master_args, log_dir))
+            self.nodes += [Node(f"{tag}-worker{i}", worker_args, log_dir) for i in range(workers)]
+        self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=REQUEST_TIMEOUT)
+
+    @property
+    def master(self) -> Node:
+        return self.nodes[0]
+
+    def wait_ready(self, timeout: float = 90):
+        """Until generation works (every layer covered, SetConfig done)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                assert node.proc.poll() is None, f"{node.name} exited ({node.proc.returncode}):\n{self.logs()}"
+            try:
+                r = self.http.post("/v1/chat/completions", json={"messages": user("Hi"), "max_tokens": 1})
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.HTTPError as error:
+                last = repr(error)
+            time.sleep(0.5)
+        raise AssertionError(f"cluster not ready in {timeout}s (last answer {last}):\n{self.logs()}")
+
+    def chat(self, prompt: str, **kw) -> str:
+        r = self.http.post("/v1/chat/completions", json={"messages": user(prompt), "max_tokens": MAX_TOKENS, **kw})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["message"]["content"]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n.name}\n{n.text()[-4000:]}" for n in self.nodes)
+
+    def stop(self) -> list[int | None]:
+        self.http.close()
+        return [n.stop() for n in reversed(self.nodes)]
+
+
+@pytest.fixture
+def cluster(server_bin, client_bin, model_path, log_dir):
+    made: list[Cluster] = []
+
+    def make(workers: int, tag: str, **kw) -> Cluster:
+        c = Cluster(server_bin, client_bin, model_path, log_dir, workers, tag, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        codes = c.stop()
+        assert all(code == 0 for code in codes), f"exit codes {codes}:\n{c.logs()}"
+
+
+@pytest.fixture(scope="module")
+def local_outputs(server):
+    with server.http() as http:
+        outputs = {}
+        for prompt in PROMPTS:
+            r = http.post("/v1/chat/completions", json={"messages": user(prompt), "max_tokens": MAX_TOKENS})
+            assert r.status_code == 200, r.text
+            outputs[prompt] = r.json()["choices"][0]["message"]["content"]
+        return outputs
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_pipeline_matches_local(cluster, local_outputs, workers):
+    c = cluster(workers, f"pp{workers}")
+    c.wait_ready()
+    outputs = {prompt: c.chat(prompt) for prompt in PROMPTS}
+    exact = sum(outputs[p] == local_outputs[p] for p in PROMPTS)
+    print(f"{workers} workers: {exact}/{len(PROMPTS)} prompts token-exact with --is_local")
+    assert exact >= len(PROMPTS) - 1, "\n".join(
+        f"{p!r}\n  local:   {local_outputs[p]!r}\n  cluster: {outputs[p]!r}" for p in PROMPTS)
+    for p in PROMPTS:
+        shared = next((i for i, (a, b) in enumerate(zip(outputs[p], local_outputs[p])) if a != b),
+                      min(len(outputs[p]), len(local_outputs[p])))
+        assert shared >= min(20, len(local_outputs[p])), f"{p!r} diverges at character {shared}"
+
+    # Streaming gives the same text; several requests at once give what each gives alone.
+    with c.http.stream("POST", "/v1/chat/completions",
+                       json={"messages": user(PROMPTS[0]), "max_tokens": MAX_TOKENS, "stream": True}) as r:
+        text = "".join(
+            json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+            for line in r.iter_lines() if line.startswith("data: {") and json.loads(line[6:])["choices"])
+    assert text == outputs[PROMPTS[0]]
+
+    with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
+        together = list(pool.map(c.chat, PROMPTS))
+    assert together == [outputs[p] for p in PROMPTS]
+    assert "pipeline ready" in c.master.text()
+
+
+def test_worker_started_before_its_master_waits(cluster):
+    c = cluster(1, "early", start_workers_first=True)
+    c.wait_ready()
+    assert c.chat(PROMPTS[0])
+    assert "waiting for the master" in c.nodes[1].text()
+
+
+def test_master_without_workers_answers_503(cluster):
+    c = cluster(0, "lonely")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            r = c.http.post("/v1/chat/completions", json={"messages": user("Hi"), "max_tokens": 2})
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, c.logs()
+            time.sleep(0.2)
+    assert r.status_code == 503
+    assert r.json()["error"]["message"] == "No available Full Node to process the request"
