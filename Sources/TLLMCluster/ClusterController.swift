@@ -35,6 +35,16 @@ public actor ClusterController {
         self.logger = logger
     }
 
+    /// `/register_client` from a worker that reached the master at `localHost`. A worker that
+    /// states its range (it survived a master restart) counts as loaded, so the route is rebuilt.
+    public func register(_ registration: WorkerRegistry.Registration, localHost: String?) async
+        -> WorkerRegistry.Assignment
+    {
+        let answer = await registry.register(registration)
+        if answer.message == "success" { await configureRoute(masterHost: advertisedHost ?? localHost ?? "127.0.0.1") }
+        return answer
+    }
+
     /// `/init_model` from a worker that reached the master at `localHost`; false for an unknown client.
     public func workerInitialized(clientID: String, ppRank: Int, layers: Range<Int>, localHost: String?) async -> Bool {
         guard await registry.initialized(clientID: clientID, ppRank: ppRank, layers: layers) else { return false }
@@ -87,16 +97,15 @@ public actor ClusterController {
         }
     }
 
-    /// One `Health` per stage; a stage that fails is unregistered and the route cleared.
+    /// One `Health` per stage of the configured route; a stage that fails is unregistered and the
+    /// route cleared (generation answers 503 until the range is covered again).
     func checkHealth() async {
-        let route = await registry.route ?? []
-        for worker in route where configured.contains(worker.clientID) {
-            guard let index = configured.firstIndex(of: worker.clientID), index < clients.count else { continue }
+        for (clientID, client) in zip(configured, clients) {
             do {
-                _ = try await clients[index].health(timeout: .seconds(3))
+                _ = try await client.health(timeout: .seconds(3))
             } catch {
-                logger.error("worker \(worker.clientID) at \(worker.address) failed its health check: \(error)")
-                await registry.unregister(clientID: worker.clientID)
+                logger.error("worker \(clientID) at \(client.channel.target) failed its health check: \(error)")
+                await registry.unregister(clientID: clientID)
                 configured = []
                 await pipeline.use(nil)
                 return

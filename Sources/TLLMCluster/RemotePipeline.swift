@@ -78,6 +78,12 @@ public actor StepInbox {
         step.continuation.resume(returning: result)
     }
 
+    /// The last stage's `Forward` could not be used: the step fails now.
+    func reject(_ key: String, _ error: any Error) {
+        logger.warning("\(error)")
+        fail(key, error)
+    }
+
     private func fail(_ key: String, _ error: any Error) {
         guard let step = pending.removeValue(forKey: key) else { return }
         step.continuation.resume(throwing: error)
@@ -90,13 +96,16 @@ public struct MasterService: RPCServiceProtocol {
 
     public init(inbox: StepInbox) { self.inbox = inbox }
 
+    /// Always acknowledged (as the protocol says); a result that cannot be decoded fails its step
+    /// at once instead of leaving it to time out.
     public func forward(_ request: ForwardRequest, context: GRPCCallContext) async throws -> ForwardResponse {
-        guard let tensor = request.hiddenStates else { throw RPCError(.invalidArgument, "hidden_states is missing") }
-        let decoded: TensorCodec.Decoded
-        do { decoded = try TensorCodec.decode(tensor) } catch {
-            throw RPCError(.invalidArgument, "hidden_states: \(error)")
+        let key = request.uuidList.joined(separator: "-")
+        do {
+            guard let tensor = request.hiddenStates else { throw PipelineError("hidden_states is missing") }
+            await inbox.deliver(key, result: try TensorCodec.decode(tensor))
+        } catch {
+            await inbox.reject(key, PipelineError("the last stage sent a bad result for step \(key): \(error)"))
         }
-        await inbox.deliver(request.uuidList.joined(separator: "-"), result: decoded)
         return ForwardResponse(msg: "Forward Completed", status: 200)
     }
 

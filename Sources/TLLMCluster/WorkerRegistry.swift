@@ -97,7 +97,12 @@ public actor WorkerRegistry {
         }
         let rank: Int
         let layers: Range<Int>
-        if registration.ppRank >= 0, registration.startIndex >= 0, registration.endIndex > registration.startIndex {
+        // A worker that survived a master restart states its range and has its layers loaded:
+        // the original sends no /init_model after such a registration.
+        let restored =
+            registration.ppRank >= 0 && registration.startIndex >= 0 && registration.endIndex > registration.startIndex
+            && registration.endIndex <= totalLayers
+        if restored {
             rank = registration.ppRank
             layers = registration.startIndex..<registration.endIndex
         } else if let known = workers[registration.clientID] {
@@ -111,7 +116,7 @@ public actor WorkerRegistry {
             layers = plan.ranges[rank]
         }
         workers[registration.clientID] = Worker(
-            clientID: registration.clientID, address: address, ppRank: rank, layers: layers, initialized: false)
+            clientID: registration.clientID, address: address, ppRank: rank, layers: layers, initialized: restored)
         logger.info(
             "worker \(registration.clientID) at \(address): rank \(rank), layers \(layers.lowerBound)..<\(layers.upperBound)"
         )

@@ -78,9 +78,9 @@ public struct OpenAIService: Sendable {
         }
         router.post("/v1/chat/completions") { request, context in try await chatCompletion(request, context) }
         router.post("/v1/completions") { request, context in try await textCompletion(request, context) }
-        router.post("/register_client") { request, _ in
+        router.post("/register_client") { request, context in
             let registration: WorkerRegistry.Registration = try await decode(request)
-            let answer = await cluster.registry.register(registration)
+            let answer = await cluster.register(registration, localHost: context.channel.localAddress?.ipAddress)
             return Self.json(
                 .object([
                     ("pp_rank", .int(answer.ppRank)), ("start_idx", .int(answer.startIndex)),

@@ -47,7 +47,8 @@ public struct ServerCommand: AsyncParsableCommand {
         let workers = options.clientSize ?? LayerPlan.defaultWorkers(modelName: bundle.name)
         let cluster = ClusterController(
             registry: WorkerRegistry(
-                totalLayers: configuration.layerCount, workers: workers, modelPath: options.modelPath ?? path,
+                totalLayers: configuration.layerCount, workers: workers,
+                modelPath: Self.pathForWorkers(options.modelPath ?? path),
                 logger: logger),
             inbox: inbox, hiddenSize: configuration.hiddenSize, masterPort: grpcAddresses.first?.port ?? 0,
             advertisedHost: options.hostname, logger: logger)
@@ -109,6 +110,12 @@ public struct ServerCommand: AsyncParsableCommand {
         await scheduler.shutdown()
         await cluster.shutdown()
         await grpcServer.shutdown(gracePeriod: .seconds(2))
+    }
+
+    /// What workers are told to load (`repo_path`): a local path made absolute (workers may run
+    /// elsewhere in the file tree), a repo id as given.
+    private static func pathForWorkers(_ path: String) -> String {
+        FileManager.default.fileExists(atPath: path) ? URL(fileURLWithPath: path).standardizedFileURL.path : path
     }
 
     /// `::` (both IPv6 and IPv4) where the kernel has IPv6, else `0.0.0.0`.

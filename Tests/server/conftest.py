@@ -75,6 +75,16 @@ def generate_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
+def client_bin() -> Path:
+    path = Path(os.environ.get("TLLM_CLIENT_BIN", REPO_ROOT / ".build/debug/tllm.client"))
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing")
+        pytest.skip(f"{path} is missing: swift build --product tllm.client")
+    return path
+
+
+@pytest.fixture(scope="session")
 def model_path() -> Path:
     p = _path_from_env("TLLM_DEFAULT_MODEL", REPO_ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
     if not p.exists():

@@ -8,29 +8,17 @@ Env: TLLM_CLIENT_BIN (default <repo>/.build/debug/tllm.client), plus conftest.py
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
-
 import concurrent.futures
 import json
-import socket
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tllm_server_helpers import REQUEST_TIMEOUT, STOP_TIMEOUT, user
+from tllm_server_helpers import REQUEST_TIMEOUT, Node, free_port, logs, user
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 PROMPTS = [
     "What is the capital of France?",
     "Write a haiku about the sea.",
@@ -38,40 +26,6 @@ PROMPTS = [
     "Why do cats purr?",
 ]
 MAX_TOKENS = 24
-
-
-@pytest.fixture(scope="session")
-def client_bin() -> Path:
-    path = Path(os.environ.get("TLLM_CLIENT_BIN", REPO_ROOT / ".build/debug/tllm.client"))
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing")
-        pytest.skip(f"{path} is missing: swift build --product tllm.client")
-    return path
-
-
-class Node:
-    """One process of the cluster, logs to a file."""
-
-    def __init__(self, name: str, args: list[str], log_dir: Path):
-        self.name = name
-        self.args = args
-        self.log = log_dir / f"{name}.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            return None
 
 
 class Cluster:
@@ -120,7 +74,7 @@ class Cluster:
         return r.json()["choices"][0]["message"]["content"]
 
     def logs(self) -> str:
-        return "\n".join(f"--- {n.name}\n{n.text()[-4000:]}" for n in self.nodes)
+        return logs(self.nodes)
 
     def stop(self) -> list[int | None]:
         self.http.close()

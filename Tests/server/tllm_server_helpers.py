@@ -7,8 +7,13 @@ sys.path when they run in one invocation.
 from __future__ import annotations
 
 import json
+import re
+import signal
+import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import openai
@@ -30,6 +35,9 @@ STOP_TIMEOUT = 10.0  # seconds for a graceful exit (code 0) after SIGTERM
 REQUEST_TIMEOUT = 300.0  # one HTTP request (debug builds on a busy 2-core machine are slow)
 GENERATE_TIMEOUT = 300.0  # one `tllm-generate` run
 THREADS = 2
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def user(content) -> list[dict]:
@@ -233,3 +241,54 @@ def chat_body(model: str, prompt, **kw) -> dict:
 
 def dumps(obj) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode()
+
+
+# --------------------------------------------------------------------------
+# Cluster processes (tllm.server without --is_local, tllm.client, the Python peers)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """One process, stdout and stderr to a log file."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path):
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        self.stdout = log_dir / f"{name}.stdout"
+        with open(self.log, "wb") as err, open(self.stdout, "wb") as out:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") + self.stdout.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_for(self, pattern: str, timeout: float, nodes=()) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if m := re.search(pattern, self.text()):
+                return m
+            for node in (self, *nodes):
+                assert node.alive(), f"{node.name} exited ({node.proc.returncode}):\n{logs([self, *nodes])}"
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name}: no {pattern!r} within {timeout}s:\n{logs([self, *nodes])}")
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            return None
+
+
+def logs(nodes) -> str:
+    return "\n".join(f"--- {n.name}\n{n.text()[-4000:]}" for n in nodes)

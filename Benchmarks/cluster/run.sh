@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Decode tokens/s of one request: tllm.server --is_local vs a master with 2 and 3 tllm.client
+# workers on loopback (separate processes, one compute thread each by default), same run,
+# plus loopback bytes per generated token.
+#
+#   bash Benchmarks/cluster/run.sh [model.gguf]     (default: the embedded SmolLM2 Q4_1)
+set -euo pipefail
+source "$(dirname "$0")/../../scripts/prelude.sh"
+venv=$(bash scripts/python-env.sh)
+model=${1:-$(bash scripts/fetch-default-model.sh)}
+swift build -c release --product tllm.server >/dev/null
+swift build -c release --product tllm.client >/dev/null
+"$venv/bin/python" Benchmarks/cluster/pipeline_bench.py --server .build/release/tllm.server \
+    --client .build/release/tllm.client --model "$model" --tokens 128 \
+    --repetitions "${TLLM_BENCH_REPETITIONS:-3}" --threads "${TLLM_BENCH_THREADS:-1}"
