@@ -191,7 +191,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TLLMClusterTests",
-            dependencies: ["TLLMCluster", "TLLMEngine", "TLLMCompute", "TLLMWire", nioCore, nioPosix],
+            dependencies: ["TLLMCluster", "TLLMEngine", "TLLMCompute", "TLLMWire", argumentParser, nioCore, nioPosix],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TLLMServerTests",

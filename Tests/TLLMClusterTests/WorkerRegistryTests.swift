@@ -1,3 +1,5 @@
+import ArgumentParser
+import Foundation
 import NIOCore
 import NIOPosix
 import Testing
@@ -97,5 +99,49 @@ import Testing
         await registry.unregister(clientID: "a")
         #expect(await registry.route == nil)
         try await worker.close()
+    }
+}
+
+/// `tllm.client`'s flags: the original's forms, including the config file.
+@Suite struct ClientOptionsTests {
+    static let config = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("examples/config.json").path
+
+    @Test func configAndClientIndexNameTheNode() throws {
+        let second = try ClientCommand.parse(["--config", Self.config, "--client_idx", "1"])
+        #expect(second.grpcPort == 25003)
+        #expect(second.hostname == "m3")
+        #expect(second.masterAddress == "http://mac-mini:8022")
+        let first = try ClientCommand.parse(["--config", Self.config, "--client_idx", "0", "--grpc_port", "9000"])
+        #expect(first.grpcPort == 9000 && first.hostname == "m3pro")
+        #expect(throws: (any Error).self) {
+            _ = try ClientCommand.parse(["--config", Self.config, "--client_idx", "2"])
+        }
+    }
+
+    @Test func theUpstreamReadmeFormTakesTheMasterFromHostname() throws {
+        let options = try ClientCommand.parse(["--hostname", "http://192.168.1.10:8022"])
+        #expect(options.masterAddress == "http://192.168.1.10:8022")
+        #expect(options.hostname == nil)
+        let explicit = try ClientCommand.parse([
+            "--master_addr", "http://10.0.0.1:8022", "--grpc_port", "25002", "--hostname", "10.0.0.7", "--is_debug",
+        ])
+        #expect(explicit.masterAddress == "http://10.0.0.1:8022" && explicit.hostname == "10.0.0.7")
+        #expect(throws: (any Error).self) { _ = try ClientCommand.parse([]) }
+        #expect(throws: (any Error).self) {
+            _ = try ClientCommand.parse(["--master_addr", "x", "--grpc_port", "70000"])
+        }
+    }
+
+    @Test func masterAddressesAreNormalised() throws {
+        #expect(try MasterConnection(address: "http://10.0.0.1:8022").baseURL.absoluteString == "http://10.0.0.1:8022")
+        #expect(try MasterConnection(address: "10.0.0.1").baseURL.absoluteString == "http://10.0.0.1:8022")
+        #expect(try MasterConnection(address: "[::1]:9000").baseURL.absoluteString == "http://[::1]:9000")
+    }
+
+    @Test func advertisedAddressesAreIPv4NotLoopback() {
+        let addresses = NetworkInterfaces.advertisedIPv4(limit: 3)
+        #expect((1...3).contains(addresses.count))
+        #expect(addresses.allSatisfy { $0.split(separator: ".").count == 4 })
     }
 }
