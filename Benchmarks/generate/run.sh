@@ -2,37 +2,69 @@
 # Prefill (pp512) and decode (tg128) tokens/s of our compute path vs llama.cpp's llama-bench
 # on the same GGUF files and thread counts, in the same run.
 #
-#   bash Benchmarks/generate/run.sh [model.gguf ...]     (default: the embedded SmolLM2 Q4_1)
+#   bash Benchmarks/generate/run.sh [options] [model.gguf ...]   (default: the embedded SmolLM2 Q4_1)
 #
-# llama.cpp comes from the PyPI sdist of llama-cpp-python 0.3.36 (its vendored tree), built
-# once with cmake into .build-llama/ (git-ignored; ~8 minutes on 2 cores).
+#   --llama-1b         also (without models given: only) Llama-3.2-1B-shaped random-weight files in
+#                      Q4_0, Q8_0 and F16, written once into models/bench/ by make_random_gguf.py
+#                      (~0.7, 1.3 and 2.4 GB; TLLM_BENCH_LLAMA_1B=1 does the same;
+#                      TLLM_BENCH_LLAMA_1B_TYPES=Q4_0,F16 picks types)
+#   --repetitions N    repetitions of each measurement, ours and llama-bench's (default 3)
+#   --no-build         use the GenerateBenchmark already in .build/release
+#
+# llama.cpp: Benchmarks/build-llama-cpp.sh (llama-cpp-python 0.3.36's vendored tree;
+# LLAMA_CPP_BIN=dir reuses an existing build).
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/prelude.sh"
-venv=$(bash scripts/python-env.sh)
-for tool in cmake time; do
-    [ -x "/usr/bin/$tool" ] || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo; $sudo apt-get install -y -qq "$tool" >/dev/null; }
+[ -x /usr/bin/time ] || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo; $sudo apt-get install -y -qq time >/dev/null; }
+models=()
+llama_1b=${TLLM_BENCH_LLAMA_1B:-0}
+repetitions=3
+build=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --llama-1b) llama_1b=1 ;;
+        --repetitions) repetitions=$2; shift ;;
+        --no-build) build=0 ;;
+        -*) echo "unknown option $1" >&2; exit 2 ;;
+        *) models+=("$1") ;;
+    esac
+    shift
 done
-models=("$@")
-[ ${#models[@]} -gt 0 ] || models=("$(bash scripts/fetch-default-model.sh)")
-
-llama=.build-llama
-if [ ! -x "$llama/build/bin/llama-bench" ]; then
-    mkdir -p "$llama"
-    "$venv/bin/python" -m pip download --quiet --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36 -d "$llama"
-    tar -xzf "$llama"/llama_cpp_python-0.3.36.tar.gz -C "$llama"
-    cmake -S "$llama/llama_cpp_python-0.3.36/vendor/llama.cpp" -B "$llama/build" -DCMAKE_BUILD_TYPE=Release \
-        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF \
-        `# -march=native enables instructions this VM traps on; name the ones the CPU has` \
-        -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
-        -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON >/dev/null
-    cmake --build "$llama/build" --target llama-bench -j "$(nproc)" >/dev/null
+if [ "$llama_1b" = 1 ]; then
+    venv=$(bash scripts/python-env.sh)
+    generated=$("$venv/bin/python" Benchmarks/generate/make_random_gguf.py --out models/bench \
+        --types "${TLLM_BENCH_LLAMA_1B_TYPES:-Q4_0,Q8_0,F16}")
+    mapfile -t generated_models <<<"$generated"
+    models+=("${generated_models[@]}")
 fi
-swift build -c release --product GenerateBenchmark >/dev/null
+[ ${#models[@]} -gt 0 ] || models=("$(bash scripts/fetch-default-model.sh)")
+llama_bin=$(bash Benchmarks/build-llama-cpp.sh)
+[ "$build" = 0 ] || swift build -c release --product GenerateBenchmark >/dev/null
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
+# Runs a command, prints the lines of its output matching $1; on failure its last lines.
+filtered() {
+    local pattern=$1 output status=0
+    shift
+    output=$("$@" 2>&1) || status=$?
+    if [ "$status" -ne 0 ]; then
+        echo "FAILED ($status): $*" >&2
+        tail -n 20 <<<"$output" >&2
+        return "$status"
+    fi
+    grep -E "$pattern" <<<"$output" || true
+}
+
+failed=0
 for model in "${models[@]}"; do
     echo "== $(basename "$model")"
-    .build/release/GenerateBenchmark --model "$model" --threads 1,2 --json /tmp/tllm-generate-bench.json 2>&1 | grep "^tllm"
-    .build/release/GenerateBenchmark --model "$model" --threads 1,2 --int8-activations 2>&1 | grep "^tllm"
-    /usr/bin/time -f "llama-bench peak RSS %M KiB" "$llama/build/bin/llama-bench" -m "$model" -t 2 -p 512 -n 128 -r 1 -o md >/dev/null
-    "$llama/build/bin/llama-bench" -m "$model" -t 1,2 -p 512 -n 128 -r 3 -o md 2>/dev/null | grep -E '^\|'
+    filtered '^tllm' .build/release/GenerateBenchmark --model "$model" --threads 1,2 --repetitions "$repetitions" \
+        --json "/tmp/tllm-generate-bench-$(basename "$model" .gguf).json" || failed=1
+    filtered '^tllm' .build/release/GenerateBenchmark --model "$model" --threads 1,2 --repetitions "$repetitions" \
+        --int8-activations || failed=1
+    # Peak RSS over the whole run (both thread counts), as ours is VmHWM over the whole process.
+    filtered '^\||peak RSS' /usr/bin/time -f "llama-bench peak RSS %M KiB" \
+        "$llama_bin/llama-bench" -m "$model" -t 1,2 -p 512 -n 128 -r "$repetitions" -o md || failed=1
 done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+exit "$failed"
