@@ -86,7 +86,7 @@ public actor WorkerService: RPCServiceProtocol {
     }
 
     public func forward(_ request: ForwardRequest, context: GRPCCallContext) async throws -> ForwardResponse {
-        guard let shard else { return ForwardResponse(msg: "Model not initialized", status: 500) }
+        guard shard != nil else { return ForwardResponse(msg: "Model not initialized", status: 500) }
         guard route != nil else { return ForwardResponse(msg: "No route: SetConfig first", status: 500) }
         guard request.uuidList.count == request.inputIdsList.count, !request.uuidList.isEmpty else {
             throw RPCError(
@@ -114,7 +114,6 @@ public actor WorkerService: RPCServiceProtocol {
         guard sequences.allSatisfy({ $0.rows > 0 }) else {
             throw RPCError(.invalidArgument, "every request needs at least one input id")
         }
-        _ = shard  // computed by the job loop, in arrival order
         jobs.yield(Job(request: request, hidden: decoded.values, sequences: sequences))
         return ForwardResponse(msg: "Forward Completed", status: 200)
     }

@@ -54,7 +54,7 @@ struct GenerateCommand: AsyncParsableCommand {
     var int8Activations = false
 
     func run() async throws {
-        let path = try await resolveModel()
+        let path = try await ModelLocator().resolvePath(modelPath)
         let bundle = try ModelBundle.open(path: path)
         let layers = bundle.weights.configuration.layerCount
         guard let element = ComputeOptions.CacheElement(rawValue: kvCacheDType) else {
@@ -103,13 +103,6 @@ struct GenerateCommand: AsyncParsableCommand {
             promptTokens.count, Double(promptTokens.count) / prefillTime.seconds, prefillTime.seconds * 1000, generated,
             Double(max(generated - 1, 0)) / max(decodeTime.seconds, 1e-9), threads)
         FileHandle.standardError.write(Data(report.utf8))
-    }
-
-    private func resolveModel() async throws -> String {
-        if let modelPath {
-            return try await ModelLocator().resolve(modelPath).modelURL.path
-        }
-        return try DefaultModel.path()
     }
 }
 

@@ -19,3 +19,12 @@ public enum DefaultModel {
         return found
     }
 }
+
+extension ModelLocator {
+    /// The local path of `modelPath` (resolved and downloaded as ``resolve(_:files:)`` does), or of
+    /// the embedded default model when it is nil: what every command's `--model_path` means.
+    public func resolvePath(_ modelPath: String?) async throws -> String {
+        guard let modelPath else { return try DefaultModel.path() }
+        return try await resolve(modelPath).modelURL.path
+    }
+}

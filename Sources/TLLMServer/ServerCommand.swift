@@ -26,7 +26,7 @@ public struct ServerCommand: AsyncParsableCommand {
     public func run() async throws {
         var logger = Logger(label: "tllm.server")
         logger.logLevel = options.isDebug ? .debug : .info
-        let path = try await resolveModel(logger: logger)
+        let path = try await ModelLocator(logger: logger).resolvePath(options.modelPath)
         let loadStart = ContinuousClock.now
         let bundle = try ModelBundle.open(path: path)
         let configuration = bundle.weights.configuration
@@ -121,12 +121,5 @@ public struct ServerCommand: AsyncParsableCommand {
     /// `::` (both IPv6 and IPv4) where the kernel has IPv6, else `0.0.0.0`.
     private static var anyAddress: String {
         FileManager.default.fileExists(atPath: "/proc/net/if_inet6") ? "::" : "0.0.0.0"
-    }
-
-    private func resolveModel(logger: Logger) async throws -> String {
-        if let modelPath = options.modelPath {
-            return try await ModelLocator(logger: logger).resolve(modelPath).modelURL.path
-        }
-        return try DefaultModel.path()
     }
 }
