@@ -32,6 +32,7 @@ struct GenerateBenchmark: AsyncParsableCommand {
     var int8Activations = false
 
     func run() async throws {
+        OpenBLASKernel.selectForThisCPU()
         let model: any ModelWeights =
             modelPath.hasSuffix(".gguf") ? try GGUFModel(path: modelPath) : try HuggingFaceModel(directory: modelPath)
         let configuration = model.configuration

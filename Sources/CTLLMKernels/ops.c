@@ -117,29 +117,32 @@ float tllm_exp_shift_sum(float *x, size_t n, float shift) {
 
 typedef struct {
     const float *q;
-    const void *k, *v;
-    int kv_type;
+    const tllm_kv_view *kv;
     float *out;
-    size_t rows, start, heads, kv_heads, head_dim, kv_stride;
+    size_t rows, start, heads, kv_heads, head_dim;
     float scale;
 } attention_job;
+
+/// Address of position t's row in a paged view (keys or values base).
+static inline const uint8_t *kv_row(const tllm_kv_view *kv, const void *base, size_t t) {
+    return (const uint8_t *)base + (size_t)kv->pages[t / kv->page_tokens] * kv->page_stride +
+           (t % kv->page_tokens) * kv->row_stride;
+}
 
 /// One (row, head): scores over the visible cache, softmax, weighted sum of values.
 /// Scores live in a per-thread buffer of `start + rows` floats.
 static void attend_one(const attention_job *job, size_t row, size_t head, float *scores) {
+    const tllm_kv_view *kv = job->kv;
     const size_t d = job->head_dim;
     const size_t group = job->heads / job->kv_heads;
-    const size_t kv_head = head / group;
+    const size_t element = kv->type == TLLM_TYPE_F16 ? 2 : 4;
+    const size_t head_offset = (head / group) * d * element;
     const float *q = job->q + row * job->heads * d + head * d;
     const size_t visible = job->start + row + 1;
-    const size_t element = job->kv_type == TLLM_TYPE_F16 ? 2 : 4;
-    const uint8_t *keys = (const uint8_t *)job->k + kv_head * d * element;
-    const uint8_t *values = (const uint8_t *)job->v + kv_head * d * element;
-    const size_t stride = job->kv_stride * element;
     float max = -INFINITY;
     for (size_t t = 0; t < visible; t++) {
         // The SIMD dot product: a scalar reduction here is bound by the add latency.
-        const float dot = tllm_vec_dot(job->kv_type, keys + t * stride, q, d) * job->scale;
+        const float dot = tllm_vec_dot(kv->type, kv_row(kv, kv->keys, t) + head_offset, q, d) * job->scale;
         scores[t] = dot;
         if (dot > max) max = dot;
     }
@@ -148,9 +151,10 @@ static void attend_one(const attention_job *job, size_t row, size_t head, float 
     memset(out, 0, d * sizeof(float));
     float converted[512];
     for (size_t t = 0; t < visible; t++) {
-        const float *v = (const float *)(values + t * stride);
-        if (job->kv_type == TLLM_TYPE_F16) {
-            tllm_f16_to_f32((const uint16_t *)(values + t * stride), converted, d);
+        const uint8_t *raw = kv_row(kv, kv->values, t) + head_offset;
+        const float *v = (const float *)raw;
+        if (kv->type == TLLM_TYPE_F16) {
+            tllm_f16_to_f32((const uint16_t *)raw, converted, d);
             v = converted;
         }
         float w = scores[t] * inverse;
@@ -167,9 +171,9 @@ static void attention_task(void *raw, int index, int count) {
     free(scores);
 }
 
-void tllm_attention(tllm_pool *pool, const float *q, const void *k, const void *v, int kv_type, float *out, size_t rows,
-                    size_t start, size_t heads, size_t kv_heads, size_t head_dim, size_t kv_stride, float scale) {
-    attention_job job = {q, k, v, kv_type, out, rows, start, heads, kv_heads, head_dim, kv_stride, scale};
+void tllm_attention(tllm_pool *pool, const float *q, const tllm_kv_view *kv, float *out, size_t rows, size_t start,
+                    size_t heads, size_t kv_heads, size_t head_dim, float scale) {
+    attention_job job = {q, kv, out, rows, start, heads, kv_heads, head_dim, scale};
     tllm_pool_run(pool, attention_task, &job);
 }
 

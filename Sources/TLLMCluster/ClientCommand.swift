@@ -46,6 +46,11 @@ public struct ClientCommand: AsyncParsableCommand {
     @Option(name: .customLong("kv_cache_dtype"), help: "KV cache precision: float32 or float16.")
     public var kvCacheDType = "float32"
 
+    @Option(
+        name: .customLong("kv_cache_memory"),
+        help: "Memory for the KV cache pages, e.g. 2GiB or 512MB (default: a quarter of RAM, committed as used).")
+    public var kvCacheMemory: String?
+
     public init() {}
 
     public mutating func validate() throws {
@@ -68,12 +73,16 @@ public struct ClientCommand: AsyncParsableCommand {
         guard masterAddress != nil else { throw ValidationError("--master_addr is required (or --config)") }
         if let grpcPort, !(0...65535).contains(grpcPort) { throw ValidationError("--grpc_port must be a port number") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let kvCacheMemory, (ByteCount.parse(kvCacheMemory) ?? 0) < 1 {
+            throw ValidationError("--kv_cache_memory must be a size such as 2GiB, 512MB or 1048576")
+        }
         guard ["float32", "float16"].contains(kvCacheDType) else {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
         }
     }
 
     public func run() async throws {
+        OpenBLASKernel.selectForThisCPU()
         var logger = Logger(label: "tllm.client")
         logger.logLevel = isDebug ? .debug : .info
         let master = try MasterConnection(address: masterAddress ?? "")
@@ -86,7 +95,9 @@ public struct ClientCommand: AsyncParsableCommand {
         let node = WorkerNode(
             master: master, hosts: hosts, port: port, service: service,
             threads: threads ?? ProcessInfo.processInfo.activeProcessorCount,
-            compute: ComputeOptions(kvCache: ComputeOptions.CacheElement(rawValue: kvCacheDType) ?? .float32),
+            compute: ComputeOptions(
+                kvCache: ComputeOptions.CacheElement(rawValue: kvCacheDType) ?? .float32,
+                kvCacheBudget: kvCacheMemory.flatMap(ByteCount.parse)),
             logger: logger)
         let stop = AsyncStream<Int32>.makeStream()
         let signals = [SIGTERM, SIGINT].map { number in

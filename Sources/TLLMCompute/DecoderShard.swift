@@ -40,7 +40,8 @@ public final class DecoderShard {
     private let options: ComputeOptions
     private let ropeFactors: FloatStorage?
     private let neoxRope: Bool
-    private var caches: [String: SequenceCache] = [:]
+    /// The KV pages of this shard's layers; which pages a sequence uses comes with each step.
+    public let cache: KVPagePool
     /// Keeps the model file mapped.
     private let model: any ModelWeights
 
@@ -51,9 +52,11 @@ public final class DecoderShard {
         var queryBias, keyBias, valueBias: FloatStorage?
     }
 
-    /// Loads the weights of `layers` (views into the mapped file; nothing is copied for GGUF).
+    /// Loads the weights of `layers` (views into the mapped file; nothing is copied for GGUF) and
+    /// reserves `pages` KV pages of `pageTokens` positions.
     public init(
-        model: any ModelWeights, layers: Range<Int>, pool: ComputePool, options: ComputeOptions = ComputeOptions()
+        model: any ModelWeights, layers: Range<Int>, pool: ComputePool, options: ComputeOptions = ComputeOptions(),
+        pages: Int, pageTokens: Int
     )
         throws
     {
@@ -88,66 +91,46 @@ public final class DecoderShard {
                 valueBias: try optionalVector(.layer(index, .valueBias)))
         }
         ropeFactors = try model.ropeFrequencyFactors().map(FloatStorage.init)
+        cache = KVPagePool(
+            layout: Self.pageLayout(
+                configuration, layers: layers.count, pageTokens: pageTokens, element: options.kvCache), pageCount: pages
+        )
     }
 
-    /// Sequences with a KV cache here.
-    public var cachedSequences: [String] { Array(caches.keys) }
+    /// The page shape of `layers` layers of a model.
+    public static func pageLayout(
+        _ configuration: ModelConfiguration, layers: Int, pageTokens: Int, element: ComputeOptions.CacheElement
+    ) -> KVPageLayout {
+        KVPageLayout(
+            pageTokens: pageTokens, layers: layers, kvWidth: configuration.kvHeadCount * configuration.headDimension,
+            element: element)
+    }
 
-    /// Cached length of a sequence (0 when unknown).
-    public func cachedLength(of id: String) -> Int { caches[id]?.length ?? 0 }
-
-    /// Drops a sequence's KV cache.
-    public func release(_ id: String) { caches[id] = nil }
-
-    /// Bytes held by all KV caches of this shard.
-    public var cacheBytes: Int { caches.values.reduce(0) { $0 + $1.byteCount } }
-
-    /// Runs the shard's layers over `hidden` (rows of all sequences stacked, `hiddenSize`
-    /// floats each) in place. Unknown sequences start at position 0; known ones continue
-    /// where their cache ends.
-    public func forward(hidden: inout [Float], sequences: [SequenceSlice]) throws {
-        let c = configuration
+    /// Checks a step's shape: distinct sequences of at least one row, `hiddenSize` floats per row.
+    public func validate(hiddenCount: Int, sequences: [SequenceSlice]) throws {
         let rows = sequences.reduce(0) { $0 + $1.rows }
         guard rows > 0, sequences.allSatisfy({ $0.rows > 0 }), Set(sequences.map(\.id)).count == sequences.count else {
             throw ComputeError.badInput("a step needs distinct sequences with at least one row each")
         }
-        guard hidden.count == rows * c.hiddenSize else {
+        guard hiddenCount == rows * configuration.hiddenSize else {
             throw ComputeError.badInput(
-                "hidden states hold \(hidden.count) floats, \(rows) rows × \(c.hiddenSize) expected")
+                "hidden states hold \(hiddenCount) floats, \(rows) rows × \(configuration.hiddenSize) expected")
         }
-        for slice in sequences {
-            let length = caches[slice.id]?.length ?? 0
-            guard length + slice.rows <= c.contextLength else {
-                throw ComputeError.contextExceeded(
-                    "sequence \(slice.id) would reach \(length + slice.rows) tokens, beyond the context length \(c.contextLength)"
-                )
-            }
+    }
+
+    /// Runs the shard's layers over `hidden` (rows of all sequences stacked, `hiddenSize`
+    /// floats each) in place, each sequence continuing in the pages `lease` gives it.
+    public func forward(hidden: inout [Float], lease: KVLease) throws {
+        let c = configuration
+        let sequences = lease.entries
+        try validate(hiddenCount: hidden.count, sequences: sequences.map { SequenceSlice(id: $0.id, rows: $0.rows) })
+        let rows = sequences.reduce(0) { $0 + $1.rows }
+        for entry in sequences {
+            guard entry.pages.count * cache.layout.pageTokens >= entry.start + entry.rows,
+                entry.pages.allSatisfy({ $0 >= 0 && Int($0) < cache.pageCount })
+            else { throw ComputeError.badInput("the lease of sequence \(entry.id) does not cover its rows") }
+            if let copy = entry.copy { cache.copy(rows: copy.rows, from: copy.from, to: copy.to) }
         }
-        // Check the memory budget before touching any cache, so a refused step changes nothing.
-        if let budget = options.kvCacheBudget {
-            var total = cacheBytes
-            for slice in sequences {
-                let existing = self.caches[slice.id]
-                let needed = (existing?.length ?? 0) + slice.rows
-                total +=
-                    SequenceCache.bytes(
-                        capacity: existing?.capacityAfterReserving(needed) ?? SequenceCache.initialCapacity(needed),
-                        layers: layers.count, kvWidth: c.kvHeadCount * c.headDimension, element: options.kvCache)
-                    - (existing?.byteCount ?? 0)
-            }
-            guard total <= budget else {
-                throw ComputeError.cacheBudgetExceeded(
-                    "KV cache budget of \(budget) bytes exhausted: this step needs \(total) bytes in all")
-            }
-        }
-        let caches = sequences.map { slice -> SequenceCache in
-            if let cache = self.caches[slice.id] { return cache }
-            let cache = SequenceCache(
-                layers: layers.count, kvWidth: c.kvHeadCount * c.headDimension, element: options.kvCache)
-            self.caches[slice.id] = cache
-            return cache
-        }
-        for cache in zip(caches, sequences) { cache.0.reserve(cache.0.length + cache.1.rows) }
 
         let qWidth = c.headCount * c.headDimension
         let kvWidth = c.kvHeadCount * c.headDimension
@@ -176,8 +159,8 @@ public final class DecoderShard {
                 addBias(layer.valueBias, to: v.pointer, rows: rows, width: kvWidth)
 
                 var row = 0
-                for (cache, slice) in zip(caches, sequences) {
-                    let start = cache.length
+                for slice in sequences {
+                    let start = slice.start
                     for i in 0..<slice.rows {
                         let position = Int32(start + i)
                         tllm_rope(
@@ -188,15 +171,13 @@ public final class DecoderShard {
                             ropeFactors?.pointer, neoxRope ? 1 : 0)
                     }
                     cache.write(
-                        layer: layerIndex, at: start, keys: k.pointer + row * kvWidth,
-                        values: v.pointer + row * kvWidth,
-                        rows: slice.rows)
-                    tllm_attention(
-                        pool.pointer, q.pointer + row * qWidth, cache.keys(layer: layerIndex),
-                        cache.values(layer: layerIndex), options.kvCache.kernelType,
-                        attention.pointer + row * qWidth, slice.rows, start, c.headCount, c.kvHeadCount,
-                        c.headDimension,
-                        kvWidth, scale)
+                        layer: layerIndex, table: slice.pages, start: start, keys: k.pointer + row * kvWidth,
+                        values: v.pointer + row * kvWidth, rows: slice.rows)
+                    cache.withView(layer: layerIndex, table: slice.pages) { view in
+                        tllm_attention(
+                            pool.pointer, q.pointer + row * qWidth, view, attention.pointer + row * qWidth,
+                            slice.rows, start, c.headCount, c.kvHeadCount, c.headDimension, scale)
+                    }
                     row += slice.rows
                 }
                 layer.output.apply(
@@ -217,7 +198,6 @@ public final class DecoderShard {
                 for i in 0..<(rows * c.hiddenSize) { x[i] += projected.pointer[i] }
             }
         }
-        for (cache, slice) in zip(caches, sequences) { cache.length += slice.rows }
     }
 
     private func addBias(_ bias: FloatStorage?, to values: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
@@ -226,73 +206,4 @@ public final class DecoderShard {
             for i in 0..<width { values[r * width + i] += bias.pointer[i] }
         }
     }
-}
-
-/// The keys and values one sequence has cached in each layer of a shard (float32 or float16
-/// rows of `kvWidth`), growing by doubling up to what the sequence needs.
-final class SequenceCache {
-    var length = 0
-    private(set) var capacity = 0
-    private let kvWidth: Int
-    private let element: ComputeOptions.CacheElement
-    private var keyStorage: [UnsafeMutableRawPointer]
-    private var valueStorage: [UnsafeMutableRawPointer]
-
-    init(layers: Int, kvWidth: Int, element: ComputeOptions.CacheElement) {
-        self.kvWidth = kvWidth
-        self.element = element
-        keyStorage = (0..<layers).map { _ in .allocate(byteCount: 1, alignment: 64) }
-        valueStorage = (0..<layers).map { _ in .allocate(byteCount: 1, alignment: 64) }
-    }
-
-    deinit {
-        keyStorage.forEach { $0.deallocate() }
-        valueStorage.forEach { $0.deallocate() }
-    }
-
-    static func initialCapacity(_ needed: Int) -> Int { max(needed, 64) }
-
-    func capacityAfterReserving(_ needed: Int) -> Int {
-        needed > capacity ? max(needed, capacity * 2, 64) : capacity
-    }
-
-    static func bytes(capacity: Int, layers: Int, kvWidth: Int, element: ComputeOptions.CacheElement) -> Int {
-        2 * layers * capacity * kvWidth * element.byteCount
-    }
-
-    /// Bytes held by this cache.
-    var byteCount: Int {
-        Self.bytes(capacity: capacity, layers: keyStorage.count, kvWidth: kvWidth, element: element)
-    }
-
-    func reserve(_ needed: Int) {
-        guard needed > capacity else { return }
-        let newCapacity = capacityAfterReserving(needed)
-        let rowBytes = kvWidth * element.byteCount
-        func grow(_ old: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
-            let new = UnsafeMutableRawPointer.allocate(byteCount: newCapacity * rowBytes, alignment: 64)
-            new.copyMemory(from: old, byteCount: length * rowBytes)
-            old.deallocate()
-            return new
-        }
-        keyStorage = keyStorage.map(grow)
-        valueStorage = valueStorage.map(grow)
-        capacity = newCapacity
-    }
-
-    func write(layer: Int, at position: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rows: Int) {
-        let count = rows * kvWidth
-        let offset = position * kvWidth * element.byteCount
-        switch element {
-        case .float32:
-            (keyStorage[layer] + offset).copyMemory(from: keys, byteCount: count * 4)
-            (valueStorage[layer] + offset).copyMemory(from: values, byteCount: count * 4)
-        case .float16:
-            tllm_f32_to_f16(keys, (keyStorage[layer] + offset).assumingMemoryBound(to: UInt16.self), count)
-            tllm_f32_to_f16(values, (valueStorage[layer] + offset).assumingMemoryBound(to: UInt16.self), count)
-        }
-    }
-
-    func keys(layer: Int) -> UnsafeRawPointer { UnsafeRawPointer(keyStorage[layer]) }
-    func values(layer: Int) -> UnsafeRawPointer { UnsafeRawPointer(valueStorage[layer]) }
 }

@@ -1,5 +1,6 @@
 import COpenBLAS
 import CTLLMKernels
+import Foundation
 import TLLMModelFiles
 
 /// A linear layer's weight matrix `[outputs, inputs]`, computed as `y = x Wᵀ` on rows of x.
@@ -161,8 +162,12 @@ public struct ComputeOptions: Sendable, Hashable {
     public var int8Activations: Bool
     /// KV cache precision: float16 halves its memory.
     public var kvCache: CacheElement
-    /// Most bytes the shard's KV caches may hold together (nil: no limit besides the context length).
+    /// Most bytes the shard's KV pages may hold together (nil: `defaultKVCacheBudget`).
     public var kvCacheBudget: Int?
+
+    /// A quarter of the machine's memory. Pages are reserved, not committed: memory is only
+    /// used as positions are written.
+    public static var defaultKVCacheBudget: Int { Int(min(ProcessInfo.processInfo.physicalMemory / 4, 1 << 40)) }
 
     public init(int8Activations: Bool = false, kvCache: CacheElement = .float32, kvCacheBudget: Int? = nil) {
         self.int8Activations = int8Activations
@@ -174,14 +179,11 @@ public struct ComputeOptions: Sendable, Hashable {
 /// Why a model cannot be computed.
 public enum ComputeError: Error, CustomStringConvertible, Equatable {
     case badWeight(String)
-    case contextExceeded(String)
-    case cacheBudgetExceeded(String)
     case badInput(String)
 
     public var description: String {
         switch self {
-        case .badWeight(let message), .contextExceeded(let message), .cacheBudgetExceeded(let message),
-            .badInput(let message):
+        case .badWeight(let message), .badInput(let message):
             return message
         }
     }

@@ -7,53 +7,66 @@ import TLLMModelFiles
 public actor ShardActor {
     private let executor: ComputeThreadExecutor
     private let shard: DecoderShard
-    private var lastUsed: [String: ContinuousClock.Instant] = [:]
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     /// The layers this actor computes.
     public nonisolated let layers: Range<Int>
+    /// Who decides which KV pages each sequence uses: shared by the shards of a local pipeline,
+    /// or this shard's own (a worker's).
+    public nonisolated let cache: KVCacheManager
 
-    /// Loads `layers` of `model` with a pool of `threads` compute threads.
-    public init(model: any ModelWeights, layers: Range<Int>, threads: Int, options: ComputeOptions = ComputeOptions())
-        throws
-    {
+    /// Loads `layers` of `model` with a pool of `threads` compute threads. Its KV pages follow
+    /// `cache`, or, without one, a manager of its own within `options.kvCacheBudget`.
+    public init(
+        model: any ModelWeights, layers: Range<Int>, threads: Int, options: ComputeOptions = ComputeOptions(),
+        cache: KVCacheManager? = nil
+    ) throws {
+        let configuration = model.configuration
+        let cache =
+            cache
+            ?? KVCacheManager(
+                pageCount: KVCacheManager.pageCount(
+                    budget: options.kvCacheBudget ?? ComputeOptions.defaultKVCacheBudget,
+                    pageBytes: DecoderShard.pageLayout(
+                        configuration, layers: max(1, layers.count), pageTokens: KVCacheManager.defaultPageTokens,
+                        element: options.kvCache
+                    ).pageBytes),
+                contextLength: configuration.contextLength, prefixReuse: false)
         // Load first: a failed load must not leave an executor thread behind.
-        shard = try DecoderShard(model: model, layers: layers, pool: ComputePool(threads: threads), options: options)
+        shard = try DecoderShard(
+            model: model, layers: layers, pool: ComputePool(threads: threads), options: options,
+            pages: cache.pageCount, pageTokens: cache.pageTokens)
         executor = ComputeThreadExecutor(name: "tllm-shard-\(layers.lowerBound)-\(layers.upperBound)")
         self.layers = layers
+        self.cache = cache
     }
 
     deinit { executor.shutdown() }
 
-    /// Runs the layers over a packed batch (see `DecoderShard.forward`); returns the new hidden states.
-    public func forward(_ hidden: [Float], sequences: [SequenceSlice]) throws -> [Float] {
+    /// Runs the layers over a packed batch in the pages `lease` names (see
+    /// `DecoderShard.forward`); returns the new hidden states.
+    public func forward(_ hidden: [Float], lease: KVLease) throws -> [Float] {
         var hidden = hidden
-        try shard.forward(hidden: &hidden, sequences: sequences)
-        let now = ContinuousClock.now
-        for slice in sequences { lastUsed[slice.id] = now }
+        try shard.forward(hidden: &hidden, lease: lease)
         return hidden
     }
 
-    /// Drops sequences' KV caches (finished or aborted requests).
-    public func release(_ ids: [String]) {
-        for id in ids {
-            shard.release(id)
-            lastUsed[id] = nil
-        }
+    /// Leases the step's pages from `cache` (unknown sequences start empty), then runs the layers.
+    public func forward(_ hidden: [Float], sequences: [SequenceSlice]) async throws -> [Float] {
+        try shard.validate(hiddenCount: hidden.count, sequences: sequences)  // before any page is taken
+        return try forward(hidden, lease: try await cache.lease(sequences))
     }
 
-    /// Drops the caches of sequences idle for longer than `idle` (the protocol's 60 s); returns their ids.
+    /// Drops sequences' KV pages (finished or aborted requests).
+    public func release(_ ids: [String]) async { await cache.release(ids) }
+
+    /// Drops the pages of sequences idle for longer than `idle` (the protocol's 60 s); returns their ids.
     @discardableResult
-    public func releaseIdle(olderThan idle: Duration) -> [String] {
-        let now = ContinuousClock.now
-        let stale = lastUsed.filter { now - $0.value > idle }.map(\.key)
-        release(stale)
-        return stale
-    }
+    public func releaseIdle(olderThan idle: Duration) async -> [String] { await cache.releaseIdle(olderThan: idle) }
 
     /// Cached length of a sequence (0 when unknown).
-    public func cachedLength(of id: String) -> Int { shard.cachedLength(of: id) }
+    public func cachedLength(of id: String) async -> Int { await cache.length(of: id) }
 }
 
 /// Owns the model head (embedding, final norm, LM head) on its own compute thread.

@@ -46,10 +46,10 @@ public actor Scheduler {
         var text: TextStream
         let submitted: ContinuousClock.Instant
         let deadline: ContinuousClock.Instant?
-        /// Prompt tokens already in the KV cache.
+        /// The prompt, then every sampled token: what the KV cache must hold before the next sample.
+        var context: [Int32]
+        /// Positions of `context` already in the KV cache.
         var prefilled = 0
-        /// The last sampled token: the next decode row.
-        var lastToken: Int32 = 0
         var generated = 0
         var firstToken: ContinuousClock.Instant?
         var aborted = false
@@ -63,17 +63,19 @@ public actor Scheduler {
             sampler = Sampler(
                 parameters: request.sampling, vocabularySize: vocabularySize, prompt: request.promptTokens)
             text = TextStream(tokenizer: tokenizer, stopStrings: request.stopStrings)
+            context = request.promptTokens
             let now = ContinuousClock.now
             submitted = now
             deadline = request.timeout.map { now + $0 }
         }
 
-        var isPrefilled: Bool { prefilled == request.promptTokens.count }
+        /// Decoding: only the last sampled token is missing from the cache.
+        var isDecoding: Bool { generated > 0 && context.count - prefilled == 1 }
     }
 
     public let configuration: Configuration
     private let head: HeadActor
-    private let pipeline: any Pipeline
+    private nonisolated let pipeline: any Pipeline
     private let tokenizer: Tokenizer
     private let logger: Logger
     private var waiting: [RequestState] = []
@@ -82,6 +84,7 @@ public actor Scheduler {
     private var loop: Task<Void, Never>?
     private var wakeUp: CheckedContinuation<Void, Never>?
     private var steps = 0
+    private var preemptions = 0
     /// Logits of a step, where samplers may rewrite them in place (kept between steps).
     private let logitsScratch = ScratchBuffer()
 
@@ -103,13 +106,12 @@ public actor Scheduler {
         guard !stopped else { throw SchedulerError.shuttingDown }
         guard !request.promptTokens.isEmpty else { throw SchedulerError.invalidRequest("the prompt is empty") }
         guard request.maxTokens >= 1 else { throw SchedulerError.invalidRequest("max_tokens must be at least 1") }
-        guard request.promptTokens.count + request.maxTokens <= configuration.maxModelLength else {
+        guard request.promptTokens.count + request.maxTokens <= maxModelLength else {
             throw SchedulerError.contextExceeded(
-                promptTokens: request.promptTokens.count, maxTokens: request.maxTokens,
-                limit: configuration.maxModelLength)
+                promptTokens: request.promptTokens.count, maxTokens: request.maxTokens, limit: maxModelLength)
         }
-        guard waiting.count < configuration.maxQueue || running.count + waiting.count < configuration.maxBatchSize
-        else {
+        // Waiting requests that free batch slots will take at once do not count as queued.
+        guard waiting.count - max(0, configuration.maxBatchSize - running.count) < configuration.maxQueue else {
             throw SchedulerError.queueFull(capacity: configuration.maxQueue)
         }
         let (stream, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
@@ -130,6 +132,13 @@ public actor Scheduler {
         for request in waiting + running where request.request.id == id { request.aborted = true }
         wakeUp?.resume()
         wakeUp = nil
+    }
+
+    /// The longest context a request may have: the configured one, or less when the whole KV
+    /// cache holds fewer positions (a request alone must always fit).
+    public nonisolated var maxModelLength: Int {
+        guard let cache = pipeline.kvCache else { return configuration.maxModelLength }
+        return min(configuration.maxModelLength, cache.pageCount * cache.pageTokens)
     }
 
     /// Current queue lengths.
@@ -160,7 +169,7 @@ public actor Scheduler {
         while true {
             await dropFinished()
             if stopped && waiting.isEmpty && running.isEmpty { return }
-            admit()
+            await admit()
             if running.isEmpty {
                 await withCheckedContinuation { wakeUp = $0 }
                 continue
@@ -185,42 +194,81 @@ public actor Scheduler {
         for request in dropped { finish(request, reason: request.aborted ? .abort : .timeout) }
     }
 
-    private func admit() {
-        while running.count < configuration.maxBatchSize, !waiting.isEmpty {
+    /// Moves waiting requests into the batch, in order, while the batch has room and (with a
+    /// local KV cache) their pages fit beside the running ones'; a cached prefix of their
+    /// context is reused.
+    private func admit() async {
+        while running.count < configuration.maxBatchSize, let next = waiting.first {
+            if let cache = pipeline.kvCache {
+                guard
+                    let reused = await cache.admit(
+                        next.request.id, tokens: next.context, headroom: running.count)
+                else { return }  // waits for pages; later requests keep their turn
+                next.prefilled = reused
+                if reused > 0 {
+                    logger.debug("request \(next.request.id): \(reused) tokens reused from the prefix cache")
+                }
+            }
             running.append(waiting.removeFirst())
         }
     }
 
-    /// One forward over the running batch: decode rows first, then prefill chunks.
+    /// Puts the most recently admitted request back at the head of the queue, its pages released
+    /// (into the prefix cache, where re-admission usually finds them again).
+    private func preemptYoungest() async {
+        guard let victim = running.popLast() else { return }
+        await pipeline.release([victim.request.id])
+        victim.prefilled = 0
+        waiting.insert(victim, at: 0)
+        preemptions += 1
+        logger.info(
+            "request \(victim.request.id) preempted: the KV cache is full (\(running.count) requests keep running)")
+    }
+
+    /// One forward over the running batch: decode rows first, then prefill chunks. Each request
+    /// feeds the part of its context the cache lacks and samples once it has fed all of it.
     private func step() async {
         let started = ContinuousClock.now
         var tokens: [Int32] = []
         var slices: [SequenceSlice] = []
         // Requests that get a token this step, with the index of their sequence in the batch.
         var sampled: [(request: RequestState, sequence: Int)] = []
-        var prefills: [(request: RequestState, count: Int)] = []
-        let batch = running
-        for request in batch where request.isPrefilled {
-            tokens.append(request.lastToken)
-            slices.append(SequenceSlice(id: request.request.id, rows: 1))
-            sampled.append((request, slices.count - 1))
-        }
-        var budget = configuration.maxBatchTokens - tokens.count
-        for request in batch where !request.isPrefilled && budget > 0 {
-            let prompt = request.request.promptTokens
-            let count = min(budget, prompt.count - request.prefilled)
-            tokens.append(contentsOf: prompt[request.prefilled..<(request.prefilled + count)])
-            slices.append(SequenceSlice(id: request.request.id, rows: count))
-            prefills.append((request, count))
-            if request.prefilled + count == prompt.count { sampled.append((request, slices.count - 1)) }
-            budget -= count
+        var fed: [(request: RequestState, count: Int)] = []
+        var lease: KVLease?
+        var batch: [RequestState] = []
+        while true {
+            tokens = []
+            slices = []
+            sampled = []
+            fed = []
+            batch = running
+            var budget = configuration.maxBatchTokens
+            for request in batch.filter(\.isDecoding) + batch.filter({ !$0.isDecoding }) where budget > 0 {
+                let count = min(budget, request.context.count - request.prefilled)
+                tokens.append(contentsOf: request.context[request.prefilled..<(request.prefilled + count)])
+                slices.append(SequenceSlice(id: request.request.id, rows: count))
+                fed.append((request, count))
+                if request.prefilled + count == request.context.count { sampled.append((request, slices.count - 1)) }
+                budget -= count
+            }
+            guard let cache = pipeline.kvCache else { break }
+            do {
+                lease = try await cache.lease(slices, tokens: tokens)
+                break
+            } catch KVCacheError.exhausted where running.count > 1 {
+                await preemptYoungest()
+            } catch {
+                await fail(batch, error: error)
+                return
+            }
         }
 
         let width = head.hiddenSize
         var logits: [Float] = []
         do {
             let embedded = try await head.embed(tokens)
-            let last = try await pipeline.forward(PipelineStep(hidden: embedded, sequences: slices, tokens: tokens))
+            let last = try await pipeline.forward(
+                PipelineStep(hidden: embedded, sequences: slices, tokens: tokens, lease: lease))
             if !sampled.isEmpty {
                 var rows = [Float](repeating: 0, count: sampled.count * width)
                 for (index, entry) in sampled.enumerated() {
@@ -234,7 +282,7 @@ public actor Scheduler {
             await fail(batch.filter { participants.contains($0.request.id) }, error: error)
             return
         }
-        for (request, count) in prefills { request.prefilled += count }
+        for (request, count) in fed { request.prefilled += count }
 
         var finished: [(request: RequestState, reason: FinishReason, flush: Bool)] = []
         let vocabulary = head.vocabularySize
@@ -255,7 +303,7 @@ public actor Scheduler {
         if configuration.logSteps {
             let elapsed = ContinuousClock.now - started
             logger.info(
-                "step \(steps): \(tokens.count) rows, \(slices.count) sequences (\(sampled.count - prefills.count) decoding, \(prefills.count) prefilling), \(elapsed.milliseconds) ms"
+                "step \(steps): \(tokens.count) rows, \(slices.count) sequences (\(fed.filter { $0.count == 1 }.count) of one row), \(elapsed.milliseconds) ms"
             )
         }
     }
@@ -266,7 +314,7 @@ public actor Scheduler {
         if request.firstToken == nil { request.firstToken = .now }
         request.sampler.accept(token)
         request.generated += 1
-        request.lastToken = token
+        request.context.append(token)
         if request.request.stopTokenIDs.contains(token) { return (.stop, true) }
         let (text, stopped) = request.text.append(token)
         if !text.isEmpty { request.continuation.yield(.text(text)) }

@@ -54,6 +54,7 @@ struct GenerateCommand: AsyncParsableCommand {
     var int8Activations = false
 
     func run() async throws {
+        OpenBLASKernel.selectForThisCPU()
         let path = try await ModelLocator().resolvePath(modelPath)
         let bundle = try ModelBundle.open(path: path)
         let layers = bundle.weights.configuration.layerCount

@@ -24,6 +24,7 @@ public struct ServerCommand: AsyncParsableCommand {
     public init() {}
 
     public func run() async throws {
+        OpenBLASKernel.selectForThisCPU()
         var logger = Logger(label: "tllm.server")
         logger.logLevel = options.isDebug ? .debug : .info
         let path = try await ModelLocator(logger: logger).resolvePath(options.modelPath)
@@ -34,8 +35,11 @@ public struct ServerCommand: AsyncParsableCommand {
 
         let compute = ComputeOptions(
             int8Activations: options.int8Activations,
-            kvCache: ComputeOptions.CacheElement(rawValue: options.kvCacheDType) ?? .float32)
-        logger.info("loading \(bundle.name): \(configuration.layerCount) layers, \(options.resolvedThreads) threads")
+            kvCache: ComputeOptions.CacheElement(rawValue: options.kvCacheDType) ?? .float32,
+            kvCacheBudget: options.kvCacheBytes)
+        logger.info(
+            "loading \(bundle.name): \(configuration.layerCount) layers, \(options.resolvedThreads) threads, OpenBLAS core \(OpenBLASKernel.coreName)"
+        )
         let head = try HeadActor(model: bundle.weights, threads: options.resolvedThreads, options: compute)
 
         // The master's gRPC service: final hidden states and stage statuses come back here.
@@ -55,10 +59,20 @@ public struct ServerCommand: AsyncParsableCommand {
 
         let pipeline: any Pipeline
         if options.isLocal {
+            let budget = compute.kvCacheBudget ?? ComputeOptions.defaultKVCacheBudget
+            let layout = DecoderShard.pageLayout(
+                configuration, layers: configuration.layerCount, pageTokens: KVCacheManager.defaultPageTokens,
+                element: compute.kvCache)
+            let cache = KVCacheManager(
+                pageCount: KVCacheManager.pageCount(budget: budget, pageBytes: layout.pageBytes),
+                contextLength: maxModelLength, prefixReuse: !options.disablePrefixCache)
+            logger.info(
+                "KV cache: \(cache.pageCount) pages of \(cache.pageTokens) positions (\(cache.pageCount * layout.pageBytes >> 20) MiB, \(cache.pageCount * cache.pageTokens) tokens), prefix reuse \(cache.prefixReuse ? "on" : "off")"
+            )
             pipeline = LocalPipeline(stages: [
                 try ShardActor(
                     model: bundle.weights, layers: 0..<configuration.layerCount, threads: options.resolvedThreads,
-                    options: compute)
+                    options: compute, cache: cache)
             ])
         } else {
             pipeline = cluster.pipeline
@@ -76,7 +90,7 @@ public struct ServerCommand: AsyncParsableCommand {
             bundle: bundle, scheduler: scheduler, cluster: cluster,
             remote: options.isLocal ? nil : cluster.pipeline,
             options: OpenAIService.Options(
-                maxModelLength: maxModelLength, maxBodyBytes: options.maxBodyBytes, apiKey: options.apiKey,
+                maxModelLength: scheduler.maxModelLength, maxBodyBytes: options.maxBodyBytes, apiKey: options.apiKey,
                 compatDefaults: options.compatDefaults,
                 requestTimeout: options.requestTimeout > 0 ? .milliseconds(Int(options.requestTimeout * 1000)) : nil),
             logger: logger)

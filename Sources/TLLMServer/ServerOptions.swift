@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TLLMCluster
+import TLLMCompute
 
 /// `tllm.server`'s flags: the original's (underscores as written) plus what a serving user
 /// expects. A library type so that tests parse the same command lines the executable does.
@@ -77,6 +78,16 @@ public struct ServerOptions: ParsableArguments, Sendable {
     @Option(name: .customLong("kv_cache_dtype"), help: "KV cache precision: float32 or float16 (half the memory).")
     public var kvCacheDType = "float32"
 
+    @Option(
+        name: .customLong("kv_cache_memory"),
+        help: "Memory for the KV cache pages, e.g. 2GiB or 512MB (default: a quarter of RAM, committed as used).")
+    public var kvCacheMemory: String?
+
+    @Flag(
+        name: .customLong("disable_prefix_cache"),
+        help: "Do not keep finished requests' KV pages for later requests that share their prefix.")
+    public var disablePrefixCache = false
+
     @Flag(
         name: .customLong("int8_activations"),
         help: "Quantise activations to 8 bits in decode (faster, like llama.cpp; not bit-faithful to the float path).")
@@ -114,10 +125,16 @@ public struct ServerOptions: ParsableArguments, Sendable {
         guard ["float32", "float16"].contains(kvCacheDType) else {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
         }
+        if let kvCacheMemory, (ByteCount.parse(kvCacheMemory) ?? 0) < 1 {
+            throw ValidationError("--kv_cache_memory must be a size such as 2GiB, 512MB or 1048576")
+        }
         if apiKey == nil {
             apiKey = ProcessInfo.processInfo.environment["TLLM_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         }
     }
+
+    /// The KV cache budget in bytes, when given.
+    public var kvCacheBytes: Int? { kvCacheMemory.flatMap(ByteCount.parse) }
 
     /// Compute threads after the default.
     public var resolvedThreads: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }

@@ -1,7 +1,8 @@
 import CTLLMKernels
 import Testing
 
-/// Causal GQA attention over float32 and float16 caches against the double-precision reference.
+/// Causal GQA attention over paged float32 and float16 caches against the double-precision
+/// reference, which reads the same rows from one contiguous array.
 @Suite struct AttentionTests {
     @Test(arguments: [false, true])
     func matchesTheReference(float16Cache: Bool) {
@@ -11,9 +12,10 @@ import Testing
         let start = 37
         let rows = 5
         let kvWidth = kvHeads * dimension
+        let positions = start + rows
         let q = (0..<(rows * heads * dimension)).map { _ in Float.random(in: -1...1) }
-        var k = (0..<((start + rows) * kvWidth)).map { _ in Float.random(in: -1...1) }
-        var v = (0..<((start + rows) * kvWidth)).map { _ in Float.random(in: -1...1) }
+        var k = (0..<(positions * kvWidth)).map { _ in Float.random(in: -1...1) }
+        var v = (0..<(positions * kvWidth)).map { _ in Float.random(in: -1...1) }
         if float16Cache {
             // The reference sees the values the float16 cache holds.
             k = k.map { Float(Float16($0)) }
@@ -21,22 +23,37 @@ import Testing
         }
         var expected = [Float](repeating: 0, count: q.count)
         tllm_attention_ref(q, k, v, &expected, rows, start, heads, kvHeads, dimension, kvWidth, 0.125)
+
+        // Pages of 8 positions, K block then V block, scattered over a larger pool in random order.
+        let pageTokens = 8
+        let element = float16Cache ? 2 : 4
+        let rowBytes = kvWidth * element
+        let pageBytes = 2 * pageTokens * rowBytes
+        let pages = Array((0..<12).shuffled().prefix((positions + pageTokens - 1) / pageTokens)).map(Int32.init)
+        let pool = UnsafeMutableRawPointer.allocate(byteCount: 12 * pageBytes, alignment: 64)
+        defer { pool.deallocate() }
+        for t in 0..<positions {
+            let slot = pool + Int(pages[t / pageTokens]) * pageBytes + (t % pageTokens) * rowBytes
+            for (block, source) in [(0, k), (pageTokens * rowBytes, v)] {
+                source.withUnsafeBufferPointer { rows in
+                    let row = rows.baseAddress! + t * kvWidth
+                    if float16Cache {
+                        tllm_f32_to_f16(row, (slot + block).assumingMemoryBound(to: UInt16.self), kvWidth)
+                    } else {
+                        (slot + block).copyMemory(from: row, byteCount: rowBytes)
+                    }
+                }
+            }
+        }
         var output = [Float](repeating: .nan, count: q.count)
-        let pool = tllm_pool_create(2)
-        defer { tllm_pool_destroy(pool) }
-        if float16Cache {
-            var k16 = [UInt16](repeating: 0, count: k.count)
-            var v16 = [UInt16](repeating: 0, count: v.count)
-            tllm_f32_to_f16(k, &k16, k.count)
-            tllm_f32_to_f16(v, &v16, v.count)
-            tllm_attention(
-                pool, q, k16, v16, Int32(TLLM_TYPE_F16.rawValue), &output, rows, start, heads, kvHeads, dimension,
-                kvWidth,
-                0.125)
-        } else {
-            tllm_attention(
-                pool, q, k, v, Int32(TLLM_TYPE_F32.rawValue), &output, rows, start, heads, kvHeads, dimension, kvWidth,
-                0.125)
+        let threads = tllm_pool_create(2)
+        defer { tllm_pool_destroy(threads) }
+        pages.withUnsafeBufferPointer { table in
+            var view = tllm_kv_view(
+                keys: pool, values: pool + pageTokens * rowBytes, pages: table.baseAddress, page_tokens: pageTokens,
+                page_stride: pageBytes, row_stride: rowBytes,
+                type: Int32(float16Cache ? TLLM_TYPE_F16.rawValue : TLLM_TYPE_F32.rawValue))
+            tllm_attention(threads, q, &view, &output, rows, start, heads, kvHeads, dimension, 0.125)
         }
         let worst = zip(output, expected).map { abs($0 - $1) }.max() ?? .infinity
         #expect(worst < 1e-5, "largest difference \(worst)")

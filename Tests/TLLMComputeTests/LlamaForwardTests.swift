@@ -138,10 +138,12 @@ import Testing
             try await shard.forward(wrong, sequences: [SequenceSlice(id: "a", rows: 1)])
         }
         let tooLong = [Float](repeating: 0.01, count: 8193 * 576)
-        await #expect(throws: ComputeError.self) {
+        await #expect(throws: KVCacheError.contextExceeded(id: "b", length: 8193, limit: 8192)) {
             try await shard.forward(tooLong, sequences: [SequenceSlice(id: "b", rows: 8193)])
         }
-        // The shard keeps working after refusing.
+        // The shard keeps working after refusing, and the refused sequences took no pages.
+        #expect(await shard.cachedLength(of: "a") == 0)
+        #expect(await shard.cachedLength(of: "b") == 0)
         let fine = try await shard.forward(
             [Float](repeating: 0.01, count: 576), sequences: [SequenceSlice(id: "c", rows: 1)])
         #expect(fine.count == 576)
@@ -209,13 +211,14 @@ import Testing
     func budgetRefusesAStepThatDoesNotFitAndChangesNothing() async throws {
         let model = try GGUFModel(path: LlamaForwardTests.modelPath)
         let c = model.configuration
-        // Room for one sequence of 64 positions in float16 across 2 layers, not for two.
-        let perSequence = 2 * 2 * 64 * c.kvHeadCount * c.headDimension * 2
-        let options = ComputeOptions(kvCache: .float16, kvCacheBudget: perSequence + perSequence / 2)
+        // Room for one page (16 positions, float16, 2 layers), not for two.
+        let page = DecoderShard.pageLayout(c, layers: 2, pageTokens: 16, element: .float16).pageBytes
+        let options = ComputeOptions(kvCache: .float16, kvCacheBudget: page + page / 2)
         let shard = try ShardActor(model: model, layers: 0..<2, threads: 1, options: options)
+        #expect(shard.cache.pageCount == 1)
         let row = [Float](repeating: 0.01, count: c.hiddenSize)
         _ = try await shard.forward(row, sequences: [SequenceSlice(id: "first", rows: 1)])
-        await #expect(throws: ComputeError.self) {
+        await #expect(throws: KVCacheError.exhausted(neededPages: 1, availablePages: 0)) {
             try await shard.forward(
                 row + row, sequences: [SequenceSlice(id: "first", rows: 1), SequenceSlice(id: "second", rows: 1)])
         }

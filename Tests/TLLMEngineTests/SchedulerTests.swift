@@ -20,10 +20,16 @@ import Testing
         let shard: ShardActor
     }
 
-    static func engine(_ configure: (inout Scheduler.Configuration) -> Void = { _ in }) throws -> Engine {
+    /// A scheduler over the whole model; `pages` sizes its KV cache (default: a quarter of RAM).
+    static func engine(
+        pages: Int? = nil, prefixReuse: Bool = false, _ configure: (inout Scheduler.Configuration) -> Void = { _ in }
+    ) throws -> Engine {
         let bundle = try #require(bundle, "the default model is missing: run scripts/fetch-default-model.sh")
         let layers = bundle.weights.configuration.layerCount
-        let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: 2)
+        let cache = KVCacheManager(
+            pageCount: pages ?? 4096, contextLength: bundle.weights.configuration.contextLength,
+            prefixReuse: prefixReuse)
+        let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: 2, cache: cache)
         let head = try HeadActor(model: bundle.weights, threads: 2)
         var configuration = Scheduler.Configuration(maxModelLength: bundle.weights.configuration.contextLength)
         configure(&configuration)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import time
@@ -248,3 +249,18 @@ def test_sigterm_during_stream_exits_zero(start_server):
     sock.close()
     assert rc == 0, f"exit code {rc} after SIGTERM with a stream in flight (None: not within {STOP_TIMEOUT}s)"
     assert elapsed < STOP_TIMEOUT
+
+
+# --------------------------------------------------------------------------
+# OpenBLAS kernel selection (the server re-executes itself when OpenBLAS fell back to SSE3)
+
+PRE_AVX2_CORES = {"prescott", "core2", "penryn", "dunnington", "nehalem", "sandybridge", "atom", "unknown"}
+
+
+def test_openblas_uses_the_cpus_vector_kernels(server):
+    m = re.search(r"OpenBLAS core (\S+)", server.log_text())
+    assert m, f"no OpenBLAS core in the startup log:\n{server.log_tail()}"
+    with open("/proc/cpuinfo") as f:
+        has_avx2 = " avx2" in f.read()
+    if has_avx2 and "OPENBLAS_CORETYPE" not in os.environ:
+        assert m.group(1).lower() not in PRE_AVX2_CORES, f"OpenBLAS runs its {m.group(1)} kernels on an AVX2 CPU"

@@ -21,14 +21,23 @@ void tllm_rope(float *x, size_t heads, size_t head_dim, int position, float thet
 /// out = silu(gate) * up, element-wise (out may alias gate).
 void tllm_silu_mul(const float *gate, const float *up, float *out, size_t n);
 
+/// Where one layer's cached keys and values live: pages of `page_tokens` positions. Position t
+/// is row (t mod page_tokens) of page pages[t / page_tokens]; its keys start at
+/// keys + page * page_stride + row * row_stride (bytes), its values likewise from `values`.
+typedef struct {
+    const void *keys, *values;
+    const int32_t *pages;
+    size_t page_tokens, page_stride, row_stride;
+    int type; // TLLM_TYPE_F32 or TLLM_TYPE_F16
+} tllm_kv_view;
+
 /// Causal grouped-query attention of one sequence.
 ///   q:      rows × (heads × head_dim), the new rows at positions start .. start+rows-1
-///   k, v:   cache rows 0 .. start+rows-1, each kv_heads × head_dim, `kv_stride` elements apart,
-///           of `kv_type` TLLM_TYPE_F32 or TLLM_TYPE_F16 (head_dim ≤ 512)
+///   kv:     cache positions 0 .. start+rows-1, each row kv_heads × head_dim (head_dim ≤ 512)
 ///   out:    rows × (heads × head_dim)
 /// Row i attends to cache positions [0, start + i]. Work is split over the pool by (row, head).
-void tllm_attention(tllm_pool *pool, const float *q, const void *k, const void *v, int kv_type, float *out, size_t rows,
-                    size_t start, size_t heads, size_t kv_heads, size_t head_dim, size_t kv_stride, float scale);
+void tllm_attention(tllm_pool *pool, const float *q, const tllm_kv_view *kv, float *out, size_t rows, size_t start,
+                    size_t heads, size_t kv_heads, size_t head_dim, float scale);
 /// The same, computed plainly in double (tests).
 void tllm_attention_ref(const float *q, const float *k, const float *v, float *out, size_t rows, size_t start,
                         size_t heads, size_t kv_heads, size_t head_dim, size_t kv_stride, float scale);
