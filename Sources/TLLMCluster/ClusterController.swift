@@ -7,7 +7,7 @@ import TLLMWire
 /// stage where to send its results (`SetConfig`), routes the scheduler's steps through them
 /// (`RemotePipeline`), and health-checks one worker per stage every 10 s.
 public actor ClusterController {
-    public let registry: WorkerRegistry
+    public nonisolated let registry: WorkerRegistry
     /// What the master's scheduler runs steps through.
     public nonisolated let pipeline = PipelineSwitch()
     private let inbox: StepInbox

@@ -68,13 +68,17 @@ public actor WorkerRegistry {
             ppRank: -1, startIndex: -1, endIndex: -1, message: "ping failed", repoPath: nil)
     }
 
-    public let plan: LayerPlan
-    public let totalLayers: Int
+    public nonisolated let plan: LayerPlan
+    public nonisolated let totalLayers: Int
     /// What workers load (`repo_path`): the master's `--model_path`.
     public let modelPath: String
     private let prober: any ReachabilityProbe
     private let logger: Logger
-    private var workers: [String: Worker] = [:]
+    private var workers: [String: Worker] = [:] {
+        didSet { for watcher in watchers.values { watcher.yield(()) } }
+    }
+    private var watchers: [UUID: AsyncStream<Void>.Continuation] = [:]
+    private var watchersClosed = false
 
     public init(
         totalLayers: Int, workers: Int, modelPath: String, prober: any ReachabilityProbe = TCPReachabilityProbe(),
@@ -143,6 +147,33 @@ public actor WorkerRegistry {
     /// Forgets a worker (failed health check).
     public func unregister(clientID: String) {
         workers[clientID] = nil
+    }
+
+    /// An element now and after every change of the registered workers (the web page's live
+    /// view); ends when the caller stops iterating. Bursts coalesce into one element.
+    public func changes() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        guard !watchersClosed else {
+            continuation.finish()
+            return stream
+        }
+        let id = UUID()
+        watchers[id] = continuation
+        continuation.onTermination = { [weak self] _ in
+            Task { await self?.stopWatching(id) }
+        }
+        continuation.yield(())
+        return stream
+    }
+
+    private func stopWatching(_ id: UUID) { watchers[id] = nil }
+
+    /// Ends every `changes()` stream, now and later (the server is stopping: open monitor
+    /// sockets must not hold it up).
+    public func closeWatchers() {
+        watchersClosed = true
+        for watcher in watchers.values { watcher.finish() }
+        watchers = [:]
     }
 
     /// Every registered worker.

@@ -36,7 +36,10 @@ public enum OpenBLASKernel {
             else { return }
             setenv("OPENBLAS_CORETYPE", core, 1)
             setenv("TLLM_OPENBLAS_REEXEC", "1", 1)  // never loop, whatever OpenBLAS then picks
-            execv("/proc/self/exe", CommandLine.unsafeArgv)
+            // The resolved path, so the new image keeps its name (ps, pkill) rather than "exe".
+            let executable =
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/proc/self/exe"
+            execv(executable, CommandLine.unsafeArgv)
             // execv only returns on failure: carry on with the slower kernel.
             unsetenv("OPENBLAS_CORETYPE")
         #endif

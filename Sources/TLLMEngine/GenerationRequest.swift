@@ -32,7 +32,7 @@ public struct GenerationRequest: Sendable {
 }
 
 /// Why a completion ended.
-public enum FinishReason: String, Sendable {
+public enum FinishReason: String, Sendable, CaseIterable {
     /// A stop token or stop string.
     case stop
     /// `maxTokens` reached.

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import TLLMCompute
 import TLLMTokenizer
 
@@ -52,6 +53,7 @@ public actor Scheduler {
         var prefilled = 0
         var generated = 0
         var firstToken: ContinuousClock.Instant?
+        var lastToken: ContinuousClock.Instant?
         var aborted = false
 
         init(
@@ -84,7 +86,7 @@ public actor Scheduler {
     private var loop: Task<Void, Never>?
     private var wakeUp: CheckedContinuation<Void, Never>?
     private var steps = 0
-    private var preemptions = 0
+    private let metrics = SchedulerMetrics()
     /// Logits of a step, where samplers may rewrite them in place (kept between steps).
     private let logitsScratch = ScratchBuffer()
 
@@ -205,6 +207,11 @@ public actor Scheduler {
                         next.request.id, tokens: next.context, headroom: running.count)
                 else { return }  // waits for pages; later requests keep their turn
                 next.prefilled = reused
+                if cache.prefixReuse {
+                    metrics.prefixLookups.increment()
+                    if reused > 0 { metrics.prefixHits.increment() }
+                    metrics.prefixHitTokens.increment(by: Int64(reused))
+                }
                 if reused > 0 {
                     logger.debug("request \(next.request.id): \(reused) tokens reused from the prefix cache")
                 }
@@ -220,7 +227,7 @@ public actor Scheduler {
         await pipeline.release([victim.request.id])
         victim.prefilled = 0
         waiting.insert(victim, at: 0)
-        preemptions += 1
+        metrics.preemptions.increment()
         logger.info(
             "request \(victim.request.id) preempted: the KV cache is full (\(running.count) requests keep running)")
     }
@@ -300,8 +307,13 @@ public actor Scheduler {
             for (request, reason, flush) in finished { finish(request, reason: reason, flush: flush) }
         }
         steps += 1
+        let elapsed = ContinuousClock.now - started
+        metrics.stepDuration.record(duration: elapsed)
+        metrics.batchSequences.record(slices.count)
+        metrics.batchTokens.record(tokens.count)
+        metrics.waiting.record(waiting.count)
+        metrics.running.record(running.count)
         if configuration.logSteps {
-            let elapsed = ContinuousClock.now - started
             logger.info(
                 "step \(steps): \(tokens.count) rows, \(slices.count) sequences (\(fed.filter { $0.count == 1 }.count) of one row), \(elapsed.milliseconds) ms"
             )
@@ -311,7 +323,14 @@ public actor Scheduler {
     /// Takes a sampled token and streams its text; returns why the request ends, if it does (the
     /// caller frees its cache, then calls `finish`). `flush` is false when a stop string already cut the text.
     private func emit(_ request: RequestState, token: Int32) -> (reason: FinishReason, flush: Bool)? {
-        if request.firstToken == nil { request.firstToken = .now }
+        let now = ContinuousClock.now
+        if let last = request.lastToken {
+            metrics.interTokenLatency.record(duration: now - last)
+        } else {
+            request.firstToken = now
+            metrics.timeToFirstToken.record(duration: now - request.submitted)
+        }
+        request.lastToken = now
         request.sampler.accept(token)
         request.generated += 1
         request.context.append(token)
@@ -337,6 +356,9 @@ public actor Scheduler {
             timeToFirstToken: request.firstToken.map { $0 - request.submitted },
             decodeTime: request.firstToken.map { now - $0 } ?? .zero)
         request.continuation.yield(.finished(info))
+        metrics.finished(outcome: reason.rawValue)
+        metrics.promptTokens.increment(by: Int64(info.promptTokens))
+        metrics.completionTokens.increment(by: Int64(info.completionTokens))
         request.continuation.finish()
         let ttft = info.timeToFirstToken.map { "\($0.milliseconds) ms" } ?? "-"
         let rate =
@@ -353,6 +375,7 @@ public actor Scheduler {
         running.removeAll { ids.contains($0.request.id) }
         await pipeline.release(Array(ids))
         for request in batch {
+            metrics.finished(outcome: "error")
             request.continuation.finish(throwing: SchedulerError.computeFailed("\(error)"))
         }
     }

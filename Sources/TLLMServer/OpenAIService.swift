@@ -44,6 +44,8 @@ public struct OpenAIService: Sendable {
     /// The remote pipeline in cluster mode (generation answers 503 until it has a route); nil in local mode.
     let remote: PipelineSwitch?
     let options: Options
+    /// `/metrics`, when a metrics backend was bootstrapped.
+    let metrics: MetricsEndpoint?
     let logger: Logger
     let created = Int(Date().timeIntervalSince1970)
 
@@ -51,13 +53,14 @@ public struct OpenAIService: Sendable {
     /// pipeline the scheduler uses, if any (without a route, generation answers 503).
     public init(
         bundle: ModelBundle, scheduler: Scheduler, cluster: ClusterController, remote: PipelineSwitch?,
-        options: Options, logger: Logger
+        options: Options, metrics: MetricsEndpoint? = nil, logger: Logger
     ) {
         self.bundle = bundle
         self.scheduler = scheduler
         self.cluster = cluster
         self.remote = remote
         self.options = options
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -66,6 +69,18 @@ public struct OpenAIService: Sendable {
         let router = Router(context: ServerRequestContext.self)
         router.add(middleware: OpenAIErrorMiddleware(apiKey: options.apiKey, logger: logger))
         router.get("/health") { _, _ in HTTPResponse.Status.ok }
+        router.get("/") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: PackageResources.index_html)))
+        }
+        if let metrics {
+            router.get("/metrics") { _, _ in
+                Response(
+                    status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                    body: ResponseBody(byteBuffer: ByteBuffer(string: await metrics.render())))
+            }
+        }
         router.get("/version") { _, _ in Self.json(.object([("version", .double(0.1))])) }
         router.get("/v1/models") { _, _ in Self.json(.object([("object", "list"), ("data", .array([modelCard]))])) }
         router.get("/v1/models/{id}") { _, context in

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
+import Prometheus
 import TLLMCluster
 import TLLMCompute
 import TLLMEngine
@@ -25,6 +27,8 @@ public struct ServerCommand: AsyncParsableCommand {
 
     public func run() async throws {
         OpenBLASKernel.selectForThisCPU()
+        // Before anything creates a metric: swift-metrics binds each one to the backend of its time.
+        let metricsRegistry = MetricsEndpoint.bootstrap()
         var logger = Logger(label: "tllm.server")
         logger.logLevel = options.isDebug ? .debug : .info
         let path = try await ModelLocator(logger: logger).resolvePath(options.modelPath)
@@ -67,7 +71,7 @@ public struct ServerCommand: AsyncParsableCommand {
                 pageCount: KVCacheManager.pageCount(budget: budget, pageBytes: layout.pageBytes),
                 contextLength: maxModelLength, prefixReuse: !options.disablePrefixCache)
             logger.info(
-                "KV cache: \(cache.pageCount) pages of \(cache.pageTokens) positions (\(cache.pageCount * layout.pageBytes >> 20) MiB, \(cache.pageCount * cache.pageTokens) tokens), prefix reuse \(cache.prefixReuse ? "on" : "off")"
+                "KV cache: \(cache.pageCount) pages of \(cache.pageTokens) positions (\((cache.pageCount * layout.pageBytes) >> 20) MiB, \(cache.pageCount * cache.pageTokens) tokens), prefix reuse \(cache.prefixReuse ? "on" : "off")"
             )
             pipeline = LocalPipeline(stages: [
                 try ShardActor(
@@ -86,6 +90,9 @@ public struct ServerCommand: AsyncParsableCommand {
             logger: logger)
         logger.info("model loaded in \((ContinuousClock.now - loadStart).formatted(.units(allowed: [.milliseconds])))")
 
+        let monitor = ClusterMonitor(
+            modelName: bundle.name, totalLayers: configuration.layerCount, isLocal: options.isLocal,
+            registry: cluster.registry)
         let service = OpenAIService(
             bundle: bundle, scheduler: scheduler, cluster: cluster,
             remote: options.isLocal ? nil : cluster.pipeline,
@@ -93,12 +100,20 @@ public struct ServerCommand: AsyncParsableCommand {
                 maxModelLength: scheduler.maxModelLength, maxBodyBytes: options.maxBodyBytes, apiKey: options.apiKey,
                 compatDefaults: options.compatDefaults,
                 requestTimeout: options.requestTimeout > 0 ? .milliseconds(Int(options.requestTimeout * 1000)) : nil),
-            logger: logger)
+            metrics: MetricsEndpoint(registry: metricsRegistry, cache: pipeline.kvCache), logger: logger)
         let host = options.hostname ?? Self.anyAddress
         let serverLogger = logger
         let app = Application(
             router: service.makeRouter(),
-            server: .http1(configuration: .init(additionalChannelHandlers: [ClientDisconnectHandler()])),
+            server: .http1WebSocketUpgrade(
+                configuration: .init(http1: .init(additionalChannelHandlers: [ClientDisconnectHandler()]))
+            ) {
+                request, _, _ in
+                guard request.path == "/ws/monitor" else { return .dontUpgrade }
+                return .upgrade([:]) { inbound, outbound, _ in
+                    try await monitor.serve(inbound: inbound, outbound: outbound)
+                }
+            },
             configuration: ApplicationConfiguration(
                 address: .hostname(host, port: options.resolvedHTTPPort), serverName: "tllm"),
             onServerRunning: { channel in
@@ -109,12 +124,23 @@ public struct ServerCommand: AsyncParsableCommand {
         // the generations at once (finish_reason "abort") lets those requests, and so the
         // process, finish promptly instead of after thousands of tokens.
         let running: Scheduler? = scheduler
-        let stopSignals = [SIGTERM, SIGINT].map { number in
+        let registry = cluster.registry
+        let signalLogger = logger
+        let stopSignals = [SIGTERM, SIGINT].map { (number: Int32) -> any DispatchSourceSignal in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                logger.info("signal \(number): ending in-flight generations")
-                Task { await running?.shutdown() }
+                signalLogger.info("signal \(number): ending in-flight generations")
+                Task {
+                    await running?.shutdown()
+                    await registry.closeWatchers()  // monitor sockets close, so the server can stop
+                    // A connection that never sends a request (browsers open spares) keeps the
+                    // WebSocket-upgrading HTTP server from stopping: give the rest a few seconds.
+                    try? await Task.sleep(for: .seconds(Self.shutdownGrace))
+                    signalLogger.warning(
+                        "connections still open \(Self.shutdownGrace) s after the signal: exiting anyway")
+                    Foundation.exit(0)
+                }
             }
             source.resume()
             return source
@@ -125,6 +151,9 @@ public struct ServerCommand: AsyncParsableCommand {
         await cluster.shutdown()
         await grpcServer.shutdown(gracePeriod: .seconds(2))
     }
+
+    /// Seconds between SIGTERM and exiting, whatever connections are still open.
+    static let shutdownGrace = 5
 
     /// What workers are told to load (`repo_path`): a local path made absolute (workers may run
     /// elsewhere in the file tree), a repo id as given.

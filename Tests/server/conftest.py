@@ -147,7 +147,7 @@ class TllmServer:
             "--threads", str(THREADS),
         ]  # fmt: skip
         for k, v in self.flags.items():
-            args += [f"--{k}", str(v)]
+            args += [f"--{k}"] if v is True else [f"--{k}", str(v)]  # True: a flag without a value
         self.args = args
         self.spawns += 1
         stem = f"{self.name}-{os.getpid()}-{self.spawns}"
