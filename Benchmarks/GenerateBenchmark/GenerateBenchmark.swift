@@ -28,6 +28,9 @@ struct GenerateBenchmark: AsyncParsableCommand {
     @Option(help: "Write results as JSON here.")
     var json: String?
 
+    @Option(help: "Sequences decoded together (tg is then their tokens/s in all; each prefills its own prompt).")
+    var batch = 1
+
     @Flag(help: "Quantise activations to 8 bits in decode.")
     var int8Activations = false
 
@@ -48,36 +51,42 @@ struct GenerateBenchmark: AsyncParsableCommand {
             var prefillBest = Duration.seconds(1e9)
             var decodeBest = Duration.seconds(1e9)
             for repetition in 0..<repetitions {
-                let id = "bench-\(threadCount)-\(repetition)"
+                let ids = (0..<batch).map { "bench-\(threadCount)-\(repetition)-\($0)" }
                 let start = clock.now
-                var hidden = try await head.embed(tokens)
-                hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: id, rows: tokens.count)])
-                _ = await head.logits(Array(hidden.suffix(configuration.hiddenSize)), rows: 1)
-                prefillBest = min(prefillBest, clock.now - start)
+                for id in ids {
+                    var hidden = try await head.embed(tokens)
+                    hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: id, rows: tokens.count)])
+                    _ = await head.logits(Array(hidden.suffix(configuration.hiddenSize)), rows: 1)
+                }
+                prefillBest = min(prefillBest, (clock.now - start) / batch)
                 let decodeStart = clock.now
-                var token: Int32 = 1
+                var next = [Int32](repeating: 1, count: batch)
+                let width = head.vocabularySize
                 for _ in 0..<generate {
-                    var row = try await head.embed([token])
-                    row = try await shard.forward(row, sequences: [SequenceSlice(id: id, rows: 1)])
-                    let logits = await head.logits(row, rows: 1)
-                    token = Int32(logits.indices.max { logits[$0] < logits[$1] } ?? 0)
+                    var rows = try await head.embed(next)
+                    rows = try await shard.forward(rows, sequences: ids.map { SequenceSlice(id: $0, rows: 1) })
+                    let logits = await head.logits(rows, rows: batch)
+                    next = (0..<batch).map { b in
+                        let row = logits[(b * width)..<((b + 1) * width)]
+                        return Int32((row.indices.max { row[$0] < row[$1] } ?? 0) - b * width)
+                    }
                 }
                 decodeBest = min(decodeBest, clock.now - decodeStart)
-                await shard.release([id])
+                await shard.release(ids)
             }
             let prefillRate = Double(prompt) / prefillBest.seconds
-            let decodeRate = Double(generate) / decodeBest.seconds
+            let decodeRate = Double(generate * batch) / decodeBest.seconds
             FileHandle.standardError.write(
                 Data(
                     String(
-                        format: "tllm%@  %@  threads %d  pp%d %8.1f tok/s  tg%d %7.1f tok/s\n",
+                        format: "tllm%@  %@  threads %d  pp%d %8.1f tok/s  tg%d %7.1f tok/s  batch %d\n",
                         int8Activations ? "-int8" : "",
                         (modelPath as NSString).lastPathComponent, threadCount, prompt, prefillRate, generate,
-                        decodeRate
+                        decodeRate, batch
                     ).utf8))
             results.append([
                 "threads": threadCount, "pp": prompt, "pp_tokens_per_s": prefillRate, "tg": generate,
-                "tg_tokens_per_s": decodeRate, "int8_activations": int8Activations,
+                "tg_tokens_per_s": decodeRate, "int8_activations": int8Activations, "batch": batch,
             ])
         }
         let peak = peakResidentBytes()

@@ -19,7 +19,7 @@ struct Linear: @unchecked Sendable {
     private let owner: AnyObject
 
     /// Batches of at least this many rows go through dequantise + sgemm.
-    static let sgemmMinimumRows = 8
+    static let sgemmMinimumRows = 64
     /// Rows of weights dequantised per sgemm tile (bounded scratch: 256 × inputs floats).
     static let tileRows = 256
 

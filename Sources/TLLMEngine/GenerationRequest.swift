@@ -47,6 +47,8 @@ public enum FinishReason: String, Sendable, CaseIterable {
 public struct FinishInfo: Sendable {
     public var reason: FinishReason
     public var promptTokens: Int
+    /// Prompt tokens whose KV came from the prefix cache rather than being computed.
+    public var cachedPromptTokens: Int
     public var completionTokens: Int
     /// From submission to the first generated token (nil when none was generated).
     public var timeToFirstToken: Duration?

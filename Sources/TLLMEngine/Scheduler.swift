@@ -52,6 +52,8 @@ public actor Scheduler {
         /// Positions of `context` already in the KV cache.
         var prefilled = 0
         var generated = 0
+        /// Prompt positions the prefix cache supplied at first admission.
+        var cachedPromptTokens: Int?
         var firstToken: ContinuousClock.Instant?
         var lastToken: ContinuousClock.Instant?
         var aborted = false
@@ -207,6 +209,9 @@ public actor Scheduler {
                         next.request.id, tokens: next.context, headroom: running.count)
                 else { return }  // waits for pages; later requests keep their turn
                 next.prefilled = reused
+                if next.cachedPromptTokens == nil {
+                    next.cachedPromptTokens = min(reused, next.request.promptTokens.count)
+                }
                 if cache.prefixReuse {
                     metrics.prefixLookups.increment()
                     if reused > 0 { metrics.prefixHits.increment() }
@@ -352,7 +357,8 @@ public actor Scheduler {
         }
         let now = ContinuousClock.now
         let info = FinishInfo(
-            reason: reason, promptTokens: request.request.promptTokens.count, completionTokens: request.generated,
+            reason: reason, promptTokens: request.request.promptTokens.count,
+            cachedPromptTokens: request.cachedPromptTokens ?? 0, completionTokens: request.generated,
             timeToFirstToken: request.firstToken.map { $0 - request.submitted },
             decodeTime: request.firstToken.map { now - $0 } ?? .zero)
         request.continuation.yield(.finished(info))

@@ -390,6 +390,7 @@ extension FinishInfo {
         .object([
             ("prompt_tokens", .int(promptTokens)), ("completion_tokens", .int(completionTokens)),
             ("total_tokens", .int(promptTokens + completionTokens)),
+            ("prompt_tokens_details", .object([("cached_tokens", .int(cachedPromptTokens))])),
         ])
     }
 }

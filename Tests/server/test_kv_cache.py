@@ -46,7 +46,7 @@ def value(samples, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def ask(http: httpx.Client, question: str, max_tokens: int = 24) -> str:
+def ask(http: httpx.Client, question: str, max_tokens: int = 24, usage: list | None = None) -> str:
     body = {
         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
         "max_tokens": max_tokens,
@@ -54,6 +54,8 @@ def ask(http: httpx.Client, question: str, max_tokens: int = 24) -> str:
     }
     r = http.post("/v1/chat/completions", json=body, timeout=REQUEST_TIMEOUT)
     assert r.status_code == 200, r.text
+    if usage is not None:
+        usage.append(r.json()["usage"])
     return r.json()["choices"][0]["message"]["content"]
 
 
@@ -75,9 +77,12 @@ def test_prefix_reuse_shows_in_metrics_and_not_in_the_text(start_server):
         # Later questions share the long system prompt: its pages are reused, the text is the same.
         for question in QUESTIONS[1:]:
             hit_before = value(metrics(a), "tllm_prefix_cache_hit_tokens_total")
-            assert ask(a, question) == ask(b, question), question
+            usage = []
+            assert ask(a, question, usage=usage) == ask(b, question), question
             hit = value(metrics(a), "tllm_prefix_cache_hit_tokens_total") - hit_before
             assert hit >= 100, f"{question!r}: only {hit} prompt tokens reused"
+            # OpenAI's usage field says so too.
+            assert usage[0]["prompt_tokens_details"]["cached_tokens"] == hit
         end = metrics(a)
         assert value(end, "tllm_prefix_cache_hits_total") - value(after_first, "tllm_prefix_cache_hits_total") >= 3
         assert value(end, "tllm_prefix_cache_lookups_total") - value(before, "tllm_prefix_cache_lookups_total") == 4
