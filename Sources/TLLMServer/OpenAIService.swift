@@ -238,7 +238,10 @@ public struct OpenAIService: Sendable {
         endpoint: Endpoint, echo: String?
     ) async throws -> Response {
         if let remote, await !remote.isAvailable {
-            throw APIError(.serviceUnavailable, "No available Full Node to process the request", code: "no_pipeline")
+            var error = APIError(
+                .serviceUnavailable, "No available Full Node to process the request", code: "no_pipeline")
+            error.headers[.retryAfter] = "5"  // workers register within a health-check period
+            throw error
         }
         let limit = options.maxModelLength
         guard prompt.count < limit else {
@@ -419,6 +422,7 @@ extension APIError {
             self = .invalid(message)
         case .shuttingDown:
             self.init(.serviceUnavailable, "\(error)", code: "shutting_down")
+            headers[.retryAfter] = "5"
         case .computeFailed:
             self.init(.internalServerError, "\(error)", code: "compute_failed")
         }

@@ -154,3 +154,4 @@ def test_master_without_workers_answers_503(cluster):
             time.sleep(0.2)
     assert r.status_code == 503
     assert r.json()["error"]["message"] == "No available Full Node to process the request"
+    assert int(r.headers["retry-after"]) > 0
