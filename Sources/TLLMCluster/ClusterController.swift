@@ -16,6 +16,8 @@ public actor ClusterController {
     private let advertisedHost: String?
     private let logger: Logger
     private var configured: [String] = []
+    /// The master's address for workers, as the last route was configured with.
+    private var masterHost: String?
     private var clients: [RPCServiceClient] = []
     private var healthChecks: Task<Void, Never>?
 
@@ -54,6 +56,7 @@ public actor ClusterController {
 
     /// Builds the pipeline over the registry's complete route, if there is one and it changed.
     private func configureRoute(masterHost: String) async {
+        self.masterHost = masterHost
         guard let route = await registry.route else { return }
         let ids = route.map(\.clientID)
         guard ids != configured else { return }
@@ -98,7 +101,7 @@ public actor ClusterController {
     }
 
     /// One `Health` per stage of the configured route; a stage that fails is unregistered and the
-    /// route cleared (generation answers 503 until the range is covered again).
+    /// route rebuilt from the workers left (generation answers 503 until the range is covered again).
     func checkHealth() async {
         for (clientID, client) in zip(configured, clients) {
             do {
@@ -108,6 +111,9 @@ public actor ClusterController {
                 await registry.unregister(clientID: clientID)
                 configured = []
                 await pipeline.use(nil)
+                // A standby registered for the same layers (a second set of workers) takes over
+                // at once; otherwise the route waits for a replacement to register.
+                if let masterHost { await configureRoute(masterHost: masterHost) }
                 return
             }
         }

@@ -89,6 +89,8 @@ public actor Scheduler {
     private var wakeUp: CheckedContinuation<Void, Never>?
     private var steps = 0
     private let metrics = SchedulerMetrics()
+    /// Requests preempted so far because the KV cache ran out (also a metric).
+    public private(set) var preemptions = 0
     /// Logits of a step, where samplers may rewrite them in place (kept between steps).
     private let logitsScratch = ScratchBuffer()
 
@@ -232,6 +234,7 @@ public actor Scheduler {
         await pipeline.release([victim.request.id])
         victim.prefilled = 0
         waiting.insert(victim, at: 0)
+        preemptions += 1
         metrics.preemptions.increment()
         logger.info(
             "request \(victim.request.id) preempted: the KV cache is full (\(running.count) requests keep running)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import time
 from pathlib import Path
 
@@ -30,12 +31,12 @@ MAX_TOKENS = 24
 
 class Cluster:
     def __init__(self, server_bin: Path, client_bin: Path, model: Path, log_dir: Path, workers: int, tag: str,
-                 start_workers_first: bool = False):
+                 start_workers_first: bool = False, client_size: int | None = None):
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.nodes: list[Node] = []
         master_args = [str(server_bin), "--model_path", str(model), "--http_port", str(self.http_port),
-                       "--grpc_port", str(free_port()), "--hostname", "127.0.0.1", "--client_size", str(max(workers, 1)),
+                       "--grpc_port", str(free_port()), "--hostname", "127.0.0.1", "--client_size", str(client_size or max(workers, 1)),
                        "--threads", "1"]
         worker_args = [str(client_bin), "--master_addr", self.url, "--hostname", "127.0.0.1", "--threads", "1"]
         if start_workers_first:
@@ -155,3 +156,38 @@ def test_master_without_workers_answers_503(cluster):
     assert r.status_code == 503
     assert r.json()["error"]["message"] == "No available Full Node to process the request"
     assert int(r.headers["retry-after"]) > 0
+
+
+def test_a_standby_for_the_same_layers_takes_over_a_dead_stage(cluster):
+    """Three workers for two ranges: the third duplicates one (the spec's "random range"). When
+    the route's worker for that range dies (kill -9), the master's health check drops it and
+    routes through the standby at once; nothing is restarted."""
+    c = cluster(3, "standby", client_size=2)
+    workers = c.nodes[1:]
+    served = {}
+    for node in workers:
+        port = int(node.wait_for(r"worker gRPC on port (\d+)", 60, c.nodes).group(1))
+        m = node.wait_for(r"serving layers \[(\d+), (\d+)\)", 90, c.nodes)
+        served[port] = (node, (int(m.group(1)), int(m.group(2))))
+    c.wait_ready()
+    before = c.chat(PROMPTS[0])
+    route = re.findall(r":(\d+) \[(\d+), (\d+)\)", c.master.wait_for(r"pipeline ready: [^\n]*", 30).group(0))
+    route_ports = {int(port) for port, _, _ in route}
+    (standby_port,) = set(served) - route_ports
+    standby, layers = served[standby_port]
+    (victim,) = [node for port, (node, r) in served.items() if port in route_ports and r == layers]
+
+    victim.proc.kill()
+    victim.proc.wait(10)
+    c.nodes.remove(victim)  # killed on purpose: its exit code is not a failure
+    deadline = time.monotonic() + 60
+    while True:
+        r = c.http.post("/v1/chat/completions", json={"messages": user(PROMPTS[0]), "max_tokens": MAX_TOKENS})
+        if r.status_code == 200:
+            break
+        # Until the health check notices, requests fail on the broken route (500) or find none (503).
+        assert r.status_code in (500, 503) and r.json()["error"]["message"], r.text
+        assert time.monotonic() < deadline, f"no route through the standby in 60 s:\n{c.logs()}"
+        time.sleep(0.5)
+    assert r.json()["choices"][0]["message"]["content"] == before
+    assert re.search(rf"pipeline ready: [^\n]*:{standby_port} \[{layers[0]}, {layers[1]}\)", c.master.text()), c.logs()
