@@ -110,7 +110,18 @@ public struct MasterService: RPCServiceProtocol {
     }
 
     public func status(_ request: StatusRequest, context: GRPCCallContext) async throws -> StatusResponse {
-        await inbox.report(request.uuid.joined(separator: "-"), stage: Int(request.ppIdx))
+        let key = request.uuid.joined(separator: "-")
+        // Our workers report a step they could not complete with a negative cost_time (docs/cluster.md):
+        // the step fails now instead of at its deadline.
+        if request.costTime < 0 {
+            await inbox.reject(
+                key,
+                PipelineError(
+                    "stage \(request.ppIdx) could not complete step \(key): its compute failed or its next hop is unreachable (see that worker's log)"
+                ))
+            return StatusResponse(msg: "Successful", status: 200)
+        }
+        await inbox.report(key, stage: Int(request.ppIdx))
         return StatusResponse(msg: "Successful", status: 200)
     }
 

@@ -127,6 +127,7 @@ public actor WorkerService: RPCServiceProtocol {
             hidden = try await shard.forward(job.hidden, sequences: job.sequences)
         } catch {
             logger.error("step \(step): compute failed: \(error)")
+            await reportFailure(of: job.request.uuidList, step: step, route: route)
             return
         }
         let cost = ContinuousClock.now - started
@@ -157,7 +158,20 @@ public actor WorkerService: RPCServiceProtocol {
             if answer.status != 200 { logger.warning("step \(step): next hop answered \(answer.status) \(answer.msg)") }
         } catch {
             logger.error("step \(step): Forward to \(route.next.channel.target) failed: \(error)")
+            await reported
+            await reportFailure(of: job.request.uuidList, step: step, route: route)
+            return
         }
         await reported
+    }
+
+    /// Tells the master that this stage could not complete a step (a `Status` with a negative
+    /// `cost_time`, docs/cluster.md), so the step fails at once rather than at its deadline.
+    private func reportFailure(of uuids: [String], step: String, route: Route) async {
+        do {
+            _ = try await route.master.status(StatusRequest(uuid: uuids, ppIdx: Int32(route.rank), costTime: -1))
+        } catch {
+            logger.warning("step \(step): could not tell the master that it failed: \(error)")
+        }
     }
 }

@@ -191,3 +191,28 @@ def test_a_standby_for_the_same_layers_takes_over_a_dead_stage(cluster):
         time.sleep(0.5)
     assert r.json()["choices"][0]["message"]["content"] == before
     assert re.search(rf"pipeline ready: [^\n]*:{standby_port} \[{layers[0]}, {layers[1]}\)", c.master.text()), c.logs()
+
+
+def test_a_stage_whose_next_hop_died_fails_the_step_at_once(cluster):
+    """kill -9 the last worker: the first one cannot forward its result and says so to the master
+    (a Status with a negative cost_time), so the request ends with a clear error at once instead
+    of at the 10 s step deadline. (If the master's 10 s health check notices the dead worker
+    first, the route is gone and the answer is 503: also at once.)"""
+    c = cluster(2, "deadhop")
+    c.wait_ready()
+    last = next(n for n in c.nodes[1:] if re.search(r"serving layers \[\d+, 30\)", n.text()))
+    last.proc.kill()
+    last.proc.wait(10)
+    c.nodes.remove(last)  # killed on purpose
+    started = time.monotonic()
+    r = c.http.post("/v1/chat/completions", json={"messages": user(PROMPTS[0]), "max_tokens": MAX_TOKENS})
+    elapsed = time.monotonic() - started
+    assert r.status_code in (500, 503), r.text
+    message = r.json()["error"]["message"]
+    print(f"dead next hop: {r.status_code} after {elapsed:.2f} s: {message}")
+    if r.status_code == 500:
+        assert "stage 0 could not complete" in message, message
+    assert elapsed < 6, f"the request took {elapsed:.1f} s to fail: {message}\n{c.logs()}"
+    # The master keeps serving: health, models, and 503 until a worker covers the layers again.
+    assert c.http.get("/health").status_code == 200
+    assert c.http.get("/v1/models").status_code == 200
