@@ -1,4 +1,5 @@
 import Foundation
+import TLLMModelFiles
 
 /// Decides which KV pages each sequence uses (docs/kv-cache.md): page allocation with
 /// reference counts, reservations for admitted requests, the prefix tree that shares the
@@ -67,8 +68,18 @@ public actor KVCacheManager {
         free = (0..<Int32(pageCount)).reversed()
     }
 
-    /// Pages for a budget of `bytes` when a page costs `pageBytes` (at least one).
-    public static func pageCount(budget bytes: Int, pageBytes: Int) -> Int { max(1, bytes / max(1, pageBytes)) }
+    /// A manager for `layers` layers of a model, with as many pages as `options.kvCacheBudget`
+    /// (default: `ComputeOptions.defaultKVCacheBudget`) holds, at least one.
+    public static func sized(
+        forLayers layers: Int, of configuration: ModelConfiguration, options: ComputeOptions, contextLength: Int,
+        prefixReuse: Bool
+    ) -> KVCacheManager {
+        let layout = DecoderShard.pageLayout(
+            configuration, layers: max(1, layers), pageTokens: defaultPageTokens, element: options.kvCache)
+        let budget = options.kvCacheBudget ?? ComputeOptions.defaultKVCacheBudget
+        return KVCacheManager(
+            pageCount: max(1, budget / layout.pageBytes), contextLength: contextLength, prefixReuse: prefixReuse)
+    }
 
     // MARK: Admission
 
@@ -204,7 +215,7 @@ public actor KVCacheManager {
     public func pages(of id: String) -> [Int32] { sequences[id]?.pages ?? [] }
 
     public var statistics: Statistics {
-        let cached = tree.pages.filter { references[Int($0)] == 1 }.count
+        let cached = evictablePages
         return Statistics(
             pageTokens: pageTokens, pagesTotal: pageCount, pagesInUse: pageCount - free.count - cached,
             pagesCached: cached, pagesFree: free.count, sequences: sequences.count, prefixLookups: lookups,
@@ -220,8 +231,11 @@ public actor KVCacheManager {
 
     /// Pages a new reservation or step may take: free or evictable, minus earlier reservations.
     private func available() -> Int {
-        free.count + tree.pages.filter { references[Int($0)] == 1 }.count - reservedTotal
+        free.count + evictablePages - reservedTotal
     }
+
+    /// Pages only the prefix tree holds.
+    private var evictablePages: Int { tree.pages.filter { references[Int($0)] == 1 }.count }
 
     /// A page with one reference, evicting the least recently used prefix if none is free.
     private func allocate() -> Int32? {

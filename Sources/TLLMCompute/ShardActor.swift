@@ -22,17 +22,11 @@ public actor ShardActor {
         model: any ModelWeights, layers: Range<Int>, threads: Int, options: ComputeOptions = ComputeOptions(),
         cache: KVCacheManager? = nil
     ) throws {
-        let configuration = model.configuration
         let cache =
             cache
-            ?? KVCacheManager(
-                pageCount: KVCacheManager.pageCount(
-                    budget: options.kvCacheBudget ?? ComputeOptions.defaultKVCacheBudget,
-                    pageBytes: DecoderShard.pageLayout(
-                        configuration, layers: max(1, layers.count), pageTokens: KVCacheManager.defaultPageTokens,
-                        element: options.kvCache
-                    ).pageBytes),
-                contextLength: configuration.contextLength, prefixReuse: false)
+            ?? KVCacheManager.sized(
+                forLayers: layers.count, of: model.configuration, options: options,
+                contextLength: model.configuration.contextLength, prefixReuse: false)
         // Load first: a failed load must not leave an executor thread behind.
         shard = try DecoderShard(
             model: model, layers: layers, pool: ComputePool(threads: threads), options: options,

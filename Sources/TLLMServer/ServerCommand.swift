@@ -63,15 +63,12 @@ public struct ServerCommand: AsyncParsableCommand {
 
         let pipeline: any Pipeline
         if options.isLocal {
-            let budget = compute.kvCacheBudget ?? ComputeOptions.defaultKVCacheBudget
-            let layout = DecoderShard.pageLayout(
-                configuration, layers: configuration.layerCount, pageTokens: KVCacheManager.defaultPageTokens,
-                element: compute.kvCache)
-            let cache = KVCacheManager(
-                pageCount: KVCacheManager.pageCount(budget: budget, pageBytes: layout.pageBytes),
+            let cache = KVCacheManager.sized(
+                forLayers: configuration.layerCount, of: configuration, options: compute,
                 contextLength: maxModelLength, prefixReuse: !options.disablePrefixCache)
+            let budget = compute.kvCacheBudget ?? ComputeOptions.defaultKVCacheBudget
             logger.info(
-                "KV cache: \(cache.pageCount) pages of \(cache.pageTokens) positions (\((cache.pageCount * layout.pageBytes) >> 20) MiB, \(cache.pageCount * cache.pageTokens) tokens), prefix reuse \(cache.prefixReuse ? "on" : "off")"
+                "KV cache: \(cache.pageCount) pages of \(cache.pageTokens) positions (\(cache.pageCount * cache.pageTokens) tokens in a \(budget >> 20) MiB budget), prefix reuse \(cache.prefixReuse ? "on" : "off")"
             )
             pipeline = LocalPipeline(stages: [
                 try ShardActor(

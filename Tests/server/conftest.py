@@ -328,6 +328,15 @@ def start_server(server_bin, model_path, log_dir, request):
     assert not bad, "\n".join(bad)
 
 
+@pytest.fixture
+def worker_port():
+    """A listening TCP socket standing in for a worker's gRPC port (registration pings it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def client(server) -> openai.OpenAI:
     c = server.client()

@@ -10,15 +10,6 @@ import pytest
 from tllm_server_helpers import check_error_body
 
 
-@pytest.fixture
-def worker_port():
-    """A listening TCP socket standing in for a worker's gRPC port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield s.getsockname()[1]
-
-
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

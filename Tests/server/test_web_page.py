@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -413,15 +412,6 @@ def test_api_key_field(start_server, model_id, page):
 
 # --------------------------------------------------------------------------
 # The cluster panel
-
-
-@pytest.fixture
-def worker_port():
-    """A listening TCP socket standing in for a worker's gRPC port (registration pings it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield s.getsockname()[1]
 
 
 def start_master(server_bin: Path, model_path: Path, log_dir: Path) -> tuple[Node, str]:
