@@ -51,6 +51,14 @@ public struct ClientCommand: AsyncParsableCommand {
         help: "Memory for the KV cache pages, e.g. 2GiB or 512MB (default: a quarter of RAM, committed as used).")
     public var kvCacheMemory: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Memory this worker offers for layers, e.g. 16GiB (default: the machine's RAM).",
+            discussion:
+                "Sent with the registration: a master that hears from all its workers within its registration window splits the layers in proportion."
+        ))
+    public var memory: String?
+
     public init() {}
 
     public mutating func validate() throws {
@@ -66,6 +74,7 @@ public struct ClientCommand: AsyncParsableCommand {
             let node = file.client[clientIndex]
             grpcPort = grpcPort ?? node.grpcPort
             hostname = hostname ?? node.hostname
+            memory = memory ?? node.memory
             if masterAddress == nil, let host = file.server.hostname {
                 masterAddress = "http://\(host):\(file.server.httpPort ?? 8022)"
             }
@@ -75,6 +84,9 @@ public struct ClientCommand: AsyncParsableCommand {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let kvCacheMemory, (ByteCount.parse(kvCacheMemory) ?? 0) < 1 {
             throw ValidationError("--kv_cache_memory must be a size such as 2GiB, 512MB or 1048576")
+        }
+        if let memory, (ByteCount.parse(memory) ?? 0) < 1 {
+            throw ValidationError("--memory must be a size such as 16GiB, 512MB or 1048576")
         }
         guard ["float32", "float16"].contains(kvCacheDType) else {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
@@ -93,7 +105,9 @@ public struct ClientCommand: AsyncParsableCommand {
         let hosts = hostname.map { [$0] } ?? NetworkInterfaces.advertisedIPv4(limit: 3)
         logger.info("worker gRPC on port \(port); telling the master \(master.baseURL) to use \(hosts)")
         let node = WorkerNode(
-            master: master, hosts: hosts, port: port, service: service,
+            master: master, hosts: hosts, port: port,
+            memory: memory.flatMap(ByteCount.parse) ?? Int(clamping: ProcessInfo.processInfo.physicalMemory),
+            service: service,
             threads: threads ?? ProcessInfo.processInfo.activeProcessorCount,
             compute: ComputeOptions(
                 kvCache: ComputeOptions.CacheElement(rawValue: kvCacheDType) ?? .float32,

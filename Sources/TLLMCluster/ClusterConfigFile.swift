@@ -7,11 +7,27 @@ public struct ClusterConfigFile: Decodable, Sendable {
         public var hostname: String?
         public var httpPort: Int?
         public var grpcPort: Int?
+        /// A worker's memory for layers (ours; the original has no such field): a size such as
+        /// "16GiB" or a number of bytes. It weights the layer plan (`WorkerRegistry`).
+        public var memory: String?
 
         enum CodingKeys: String, CodingKey {
             case hostname
             case httpPort = "http_port"
             case grpcPort = "grpc_port"
+            case memory
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            hostname = try container.decodeIfPresent(String.self, forKey: .hostname)
+            httpPort = try container.decodeIfPresent(Int.self, forKey: .httpPort)
+            grpcPort = try container.decodeIfPresent(Int.self, forKey: .grpcPort)
+            if let bytes = try? container.decodeIfPresent(Int.self, forKey: .memory) {
+                memory = String(bytes)
+            } else {
+                memory = try container.decodeIfPresent(String.self, forKey: .memory)
+            }
         }
     }
 

@@ -9,14 +9,38 @@ public struct LayerPlan: Sendable, Equatable {
     /// than `n` ranges (the last one past the end) when `n` does not divide `total`; workers only
     /// ever use the range they are given, so a balanced split stays wire-compatible.
     public init(totalLayers: Int, workers: Int) {
-        precondition(totalLayers >= 1 && workers >= 1)
-        let count = min(workers, totalLayers)
-        let base = totalLayers / count
-        let extra = totalLayers % count
+        precondition(workers >= 1)
+        self.init(totalLayers: totalLayers, weights: [Double](repeating: 1, count: workers))
+    }
+
+    /// One range per weight (at most `totalLayers`), in order, with layer counts proportional to
+    /// the weights (a worker's memory): every range has at least one layer, and the rounding
+    /// gives the leftover layers to the largest remainders, earlier ranges first on ties.
+    public init(totalLayers: Int, weights: [Double]) {
+        precondition(totalLayers >= 1 && !weights.isEmpty && weights.allSatisfy { $0 > 0 && $0.isFinite })
+        let used = Array(weights.prefix(totalLayers))
+        let sum = used.reduce(0, +)
+        let quotas = used.map { Double(totalLayers) * $0 / sum }
+        var sizes = quotas.map { max(1, Int($0.rounded(.down))) }
+        let byRemainder = quotas.indices.sorted {
+            let (a, b) = (quotas[$0] - quotas[$0].rounded(.down), quotas[$1] - quotas[$1].rounded(.down))
+            return a != b ? a > b : $0 < $1
+        }
+        var cursor = 0
+        while sizes.reduce(0, +) < totalLayers {
+            sizes[byRemainder[cursor % byRemainder.count]] += 1
+            cursor += 1
+        }
+        // The one-layer minimum can overshoot: take back from the ranges furthest above their quota.
+        while sizes.reduce(0, +) > totalLayers {
+            let index = sizes.indices.filter { sizes[$0] > 1 }.max {
+                Double(sizes[$0]) - quotas[$0] < Double(sizes[$1]) - quotas[$1]
+            }!
+            sizes[index] -= 1
+        }
         var ranges: [Range<Int>] = []
         var start = 0
-        for index in 0..<count {
-            let size = base + (index < extra ? 1 : 0)
+        for size in sizes {
             ranges.append(start..<(start + size))
             start += size
         }

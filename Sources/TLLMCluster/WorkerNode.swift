@@ -20,6 +20,8 @@ public actor WorkerNode {
     let master: MasterConnection
     let hosts: [String]
     let port: Int
+    /// Bytes offered for layers, sent with every registration (the master may weight its plan by it).
+    let memory: Int
     let service: WorkerService
     let threads: Int
     let compute: ComputeOptions
@@ -29,13 +31,14 @@ public actor WorkerNode {
 
     public init(
         clientID: String = UUID().uuidString.lowercased(), master: MasterConnection, hosts: [String], port: Int,
-        service: WorkerService, threads: Int, compute: ComputeOptions = ComputeOptions(),
+        memory: Int, service: WorkerService, threads: Int, compute: ComputeOptions = ComputeOptions(),
         logger: Logger = Logger(label: "tllm.client")
     ) {
         self.clientID = clientID
         self.master = master
         self.hosts = hosts
         self.port = port
+        self.memory = memory
         self.service = service
         self.threads = threads
         self.compute = compute
@@ -113,6 +116,7 @@ public actor WorkerNode {
         [
             "client_id": clientID, "host": hosts, "port": port, "pp_rank": assignment?.rank ?? -1, "tp_rank": -1,
             "start_idx": assignment?.layers.lowerBound ?? -1, "end_idx": assignment?.layers.upperBound ?? -1,
+            "memory": memory,
         ]
     }
 

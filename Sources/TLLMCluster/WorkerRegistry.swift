@@ -3,6 +3,13 @@ import Logging
 
 /// The master's record of workers (tllm-protocol.md §3): registration, layer assignment,
 /// `init_model`, and whether the registered workers cover every layer.
+///
+/// Layer planning: the plan starts as the even split over `--client_size` workers. Workers that
+/// report their memory (`"memory"`, bytes: an extension field the original ignores) are held,
+/// unanswered, for up to the registration window while the rest register; when all of them
+/// have registered with memory, the plan is weighted by it. A worker that reports no memory
+/// (the original's), or the window ending first, fixes the even plan. Held workers are then
+/// answered in registration order; once fixed, the plan does not change.
 public actor WorkerRegistry {
     /// One worker as the master knows it.
     public struct Worker: Sendable, Equatable {
@@ -23,10 +30,12 @@ public actor WorkerRegistry {
         public var ppRank: Int
         public var startIndex: Int
         public var endIndex: Int
+        /// Bytes this worker can give to layers (ours sends it; the original's workers do not).
+        public var memory: Int?
 
         enum CodingKeys: String, CodingKey {
             case clientID = "client_id", hosts = "host", port, ppRank = "pp_rank", startIndex = "start_idx",
-                endIndex = "end_idx"
+                endIndex = "end_idx", memory
         }
 
         public init(from decoder: any Decoder) throws {
@@ -42,10 +51,12 @@ public actor WorkerRegistry {
             ppRank = try container.decodeIfPresent(Int.self, forKey: .ppRank) ?? -1
             startIndex = try container.decodeIfPresent(Int.self, forKey: .startIndex) ?? -1
             endIndex = try container.decodeIfPresent(Int.self, forKey: .endIndex) ?? -1
+            memory = try container.decodeIfPresent(Int.self, forKey: .memory).flatMap { $0 > 0 ? $0 : nil }
         }
 
         public init(
-            clientID: String, hosts: [String], port: Int, ppRank: Int = -1, startIndex: Int = -1, endIndex: Int = -1
+            clientID: String, hosts: [String], port: Int, ppRank: Int = -1, startIndex: Int = -1, endIndex: Int = -1,
+            memory: Int? = nil
         ) {
             self.clientID = clientID
             self.hosts = hosts
@@ -53,6 +64,7 @@ public actor WorkerRegistry {
             self.ppRank = ppRank
             self.startIndex = startIndex
             self.endIndex = endIndex
+            self.memory = memory
         }
     }
 
@@ -68,8 +80,14 @@ public actor WorkerRegistry {
             ppRank: -1, startIndex: -1, endIndex: -1, message: "ping failed", repoPath: nil)
     }
 
-    public nonisolated let plan: LayerPlan
+    /// The layer split new workers are given (see the type's notes); provisional until `planFixed`.
+    public private(set) var plan: LayerPlan
+    public private(set) var planFixed: Bool
     public nonisolated let totalLayers: Int
+    /// `--client_size`.
+    public nonisolated let workerCount: Int
+    /// How long the first worker that reports its memory waits for the others.
+    public nonisolated let registrationWindow: Duration
     /// What workers load (`repo_path`): the master's `--model_path`.
     public let modelPath: String
     private let prober: any ReachabilityProbe
@@ -79,13 +97,29 @@ public actor WorkerRegistry {
     }
     private var watchers: [UUID: AsyncStream<Void>.Continuation] = [:]
     private var watchersClosed = false
+    /// Workers waiting for the plan (reached, not yet answered), in registration order.
+    private var held: [Held] = []
+    private var windowTimer: Task<Void, Never>?
+
+    /// Workers waiting for the plan.
+    var heldCount: Int { held.count }
+
+    private struct Held {
+        var clientID: String
+        var address: String
+        var memory: Int
+        var answers: [CheckedContinuation<Assignment, Never>]
+    }
 
     public init(
-        totalLayers: Int, workers: Int, modelPath: String, prober: any ReachabilityProbe = TCPReachabilityProbe(),
-        logger: Logger = Logger(label: "tllm.registry")
+        totalLayers: Int, workers: Int, modelPath: String, registrationWindow: Duration = .zero,
+        prober: any ReachabilityProbe = TCPReachabilityProbe(), logger: Logger = Logger(label: "tllm.registry")
     ) {
         self.totalLayers = totalLayers
+        workerCount = workers
+        self.registrationWindow = registrationWindow
         plan = LayerPlan(totalLayers: totalLayers, workers: workers)
+        planFixed = workers == 1 || registrationWindow <= .zero
         self.modelPath = modelPath
         self.prober = prober
         self.logger = logger
@@ -99,34 +133,103 @@ public actor WorkerRegistry {
                 "worker \(registration.clientID): none of \(registration.hosts) answers on port \(registration.port)")
             return .pingFailed
         }
-        let rank: Int
-        let layers: Range<Int>
         // A worker that survived a master restart states its range and has its layers loaded:
         // the original sends no /init_model after such a registration.
         let restored =
             registration.ppRank >= 0 && registration.startIndex >= 0 && registration.endIndex > registration.startIndex
             && registration.endIndex <= totalLayers
         if restored {
-            rank = registration.ppRank
-            layers = registration.startIndex..<registration.endIndex
-        } else if let known = workers[registration.clientID] {
-            // Registering again before loading (a restarted worker process): same range as before.
-            rank = known.ppRank
-            layers = known.layers
-        } else {
-            let covered = Set(workers.values.filter { $0.clientID != registration.clientID }.map(\.layers))
-            let free = plan.ranges.indices.first { !covered.contains(plan.ranges[$0]) }
-            rank = free ?? Int.random(in: plan.ranges.indices)
-            layers = plan.ranges[rank]
+            return record(
+                registration.clientID, address: address, rank: registration.ppRank,
+                layers: registration.startIndex..<registration.endIndex, initialized: true)
         }
-        workers[registration.clientID] = Worker(
-            clientID: registration.clientID, address: address, ppRank: rank, layers: layers, initialized: restored)
+        if let known = workers[registration.clientID] {
+            // Registering again before loading (a restarted worker process): same range as before.
+            return record(
+                registration.clientID, address: address, rank: known.ppRank, layers: known.layers, initialized: false)
+        }
+        if !planFixed {
+            guard let memory = registration.memory else {
+                fixPlan(because: "worker \(registration.clientID) reports no memory")
+                return assignFreeRange(registration.clientID, address: address)
+            }
+            return await withCheckedContinuation { answer in
+                hold(registration.clientID, address: address, memory: memory, answer: answer)
+            }
+        }
+        return assignFreeRange(registration.clientID, address: address)
+    }
+
+    /// Gives a new worker the first planned range nobody holds (every range covered: any one).
+    private func assignFreeRange(_ clientID: String, address: String) -> Assignment {
+        let covered = Set(workers.values.filter { $0.clientID != clientID }.map(\.layers))
+        let rank =
+            plan.ranges.indices.first { !covered.contains(plan.ranges[$0]) } ?? Int.random(in: plan.ranges.indices)
+        return record(clientID, address: address, rank: rank, layers: plan.ranges[rank], initialized: false)
+    }
+
+    private func record(_ clientID: String, address: String, rank: Int, layers: Range<Int>, initialized: Bool)
+        -> Assignment
+    {
+        workers[clientID] = Worker(
+            clientID: clientID, address: address, ppRank: rank, layers: layers, initialized: initialized)
         logger.info(
-            "worker \(registration.clientID) at \(address): rank \(rank), layers \(layers.lowerBound)..<\(layers.upperBound)"
-        )
+            "worker \(clientID) at \(address): rank \(rank), layers \(layers.lowerBound)..<\(layers.upperBound)")
         return Assignment(
             ppRank: rank, startIndex: layers.lowerBound, endIndex: layers.upperBound, message: "success",
             repoPath: modelPath)
+    }
+
+    // MARK: Planning by memory
+
+    private func hold(
+        _ clientID: String, address: String, memory: Int, answer: CheckedContinuation<Assignment, Never>
+    ) {
+        if let index = held.firstIndex(where: { $0.clientID == clientID }) {
+            // The same worker again (its earlier request may have timed out): one answer for both.
+            held[index].address = address
+            held[index].memory = memory
+            held[index].answers.append(answer)
+        } else {
+            held.append(Held(clientID: clientID, address: address, memory: memory, answers: [answer]))
+            logger.info(
+                "worker \(clientID) at \(address) offers \(memory >> 20) MiB; planning when \(workerCount) worker(s) have registered (\(held.count) so far) or in \(registrationWindow)"
+            )
+        }
+        if held.count >= workerCount {
+            fixPlan(because: "all \(workerCount) workers registered")
+        } else if windowTimer == nil {
+            let window = registrationWindow
+            windowTimer = Task { [weak self] in
+                try? await Task.sleep(for: window)
+                await self?.fixPlan(because: "the \(window) registration window ended")
+            }
+        }
+    }
+
+    /// Settles the plan (weighted when every planned worker reported memory) and answers the held workers.
+    private func fixPlan(because reason: String) {
+        guard !planFixed else { return }
+        planFixed = true
+        windowTimer?.cancel()
+        windowTimer = nil
+        if held.count >= workerCount {
+            let memories = held.prefix(workerCount).map(\.memory)
+            plan = LayerPlan(totalLayers: totalLayers, weights: memories.map(Double.init))
+            logger.info(
+                "layer plan weighted by memory (\(reason)): \(zip(memories, plan.ranges).map { "\($0 >> 20) MiB → [\($1.lowerBound), \($1.upperBound))" }.joined(separator: ", "))"
+            )
+        } else {
+            logger.info(
+                "layer plan split evenly (\(reason)): \(plan.ranges.map { "[\($0.lowerBound), \($0.upperBound))" }.joined(separator: ", "))"
+            )
+        }
+        let waiting = held
+        held = []
+        for worker in waiting {
+            let answer = assignFreeRange(worker.clientID, address: worker.address)
+            for continuation in worker.answers { continuation.resume(returning: answer) }
+        }
     }
 
     /// `/init_model`: the worker loaded its layers. False when the client is unknown.

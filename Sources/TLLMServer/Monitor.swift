@@ -33,7 +33,7 @@ public struct ClusterMonitor: Sendable {
             let registered = await registry.registered
             complete = await registry.route != nil
             connected = registered.count
-            let planned = registry.plan.ranges
+            let planned = await registry.plan.ranges
             let extra = Set(registered.map(\.layers)).subtracting(planned).sorted { $0.lowerBound < $1.lowerBound }
             ranges = (planned + extra).map { range in
                 .array([

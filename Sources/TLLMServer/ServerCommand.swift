@@ -57,7 +57,7 @@ public struct ServerCommand: AsyncParsableCommand {
             registry: WorkerRegistry(
                 totalLayers: configuration.layerCount, workers: workers,
                 modelPath: Self.pathForWorkers(options.modelPath ?? path),
-                logger: logger),
+                registrationWindow: .milliseconds(Int(options.registrationWindow * 1000)), logger: logger),
             inbox: inbox, hiddenSize: configuration.hiddenSize, masterPort: grpcAddresses.first?.port ?? 0,
             advertisedHost: options.hostname, logger: logger)
 

@@ -35,6 +35,15 @@ public struct ServerOptions: ParsableArguments, Sendable {
     @Option(name: .customLong("client_size"), help: "Number of workers the layers are split over.")
     public var clientSize: Int?
 
+    @Option(
+        name: .customLong("registration_window"),
+        help: ArgumentHelp(
+            "Seconds a worker that reports its memory waits for the other workers before the layer plan is fixed (0: always split evenly).",
+            discussion:
+                "When all --client_size workers register with memory within the window, each gets a share of the layers proportional to its memory; otherwise the layers are split evenly."
+        ))
+    public var registrationWindow: Double = 15
+
     @Flag(name: .customLong("is_local"), help: "Run the whole model in this process: a single-machine deployment.")
     public var isLocal = false
 
@@ -120,6 +129,10 @@ public struct ServerOptions: ParsableArguments, Sendable {
         guard maxQueue >= 0 else { throw ValidationError("--max_queue must not be negative") }
         if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max_model_len must be at least 2") }
         if let clientSize, clientSize < 1 { throw ValidationError("--client_size must be at least 1") }
+        guard registrationWindow >= 0, registrationWindow <= 50 else {
+            // A held worker waits for its HTTP answer: stay well inside its 60 s timeout.
+            throw ValidationError("--registration_window must be between 0 and 50 seconds")
+        }
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max_body_bytes must be at least 1024") }
         guard requestTimeout >= 0 else { throw ValidationError("--request_timeout must not be negative") }
         guard ["float32", "float16"].contains(kvCacheDType) else {

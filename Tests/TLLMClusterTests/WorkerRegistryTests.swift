@@ -17,6 +17,16 @@ import Testing
         #expect(sizes.max()! - sizes.min()! <= 1)
     }
 
+    @Test func weightedRangesFollowTheWeights() {
+        #expect(LayerPlan(totalLayers: 30, weights: [1, 3]).ranges == [0..<8, 8..<30])
+        #expect(LayerPlan(totalLayers: 30, weights: [16, 8, 8]).ranges == [0..<15, 15..<23, 23..<30])
+        // Every worker gets a layer, however small its share.
+        #expect(LayerPlan(totalLayers: 4, weights: [1000, 1, 1]).ranges == [0..<2, 2..<3, 3..<4])
+        // Equal weights are the even split.
+        #expect(LayerPlan(totalLayers: 30, weights: [2, 2, 2, 2]) == LayerPlan(totalLayers: 30, workers: 4))
+        #expect(LayerPlan(totalLayers: 2, weights: [1, 1, 1]).ranges == [0..<1, 1..<2])
+    }
+
     @Test func defaultWorkersFollowTheModelSize() {
         #expect(LayerPlan.defaultWorkers(modelName: "Llama-3.2-1B-Instruct") == 1)
         #expect(LayerPlan.defaultWorkers(modelName: "mlx-community/Meta-Llama-3.1-8B-Instruct-4bit") == 2)
@@ -99,6 +109,73 @@ import Testing
         await registry.unregister(clientID: "a")
         #expect(await registry.route == nil)
         try await worker.close()
+    }
+}
+
+/// Planning by the memory workers report (over real TCP reachability checks).
+@Suite struct MemoryWeightedPlanTests {
+    static let gib = 1 << 30
+
+    @Test func workersThatAllReportMemoryGetProportionalRanges() async throws {
+        let worker = try await WorkerRegistryTests.listener()
+        let port = worker.localAddress!.port!
+        let registry = WorkerRegistry(totalLayers: 30, workers: 2, modelPath: "m", registrationWindow: .seconds(60))
+        // The first is held until the second registers; both are answered then.
+        async let small = registry.register(
+            .init(clientID: "small", hosts: ["127.0.0.1"], port: port, memory: Self.gib))
+        while await registry.heldCount == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(await registry.registered.isEmpty, "nobody is answered before the plan is fixed")
+        let large = await registry.register(
+            .init(clientID: "large", hosts: ["127.0.0.1"], port: port, memory: 3 * Self.gib))
+        #expect(await small == .init(ppRank: 0, startIndex: 0, endIndex: 8, message: "success", repoPath: "m"))
+        #expect(large == .init(ppRank: 1, startIndex: 8, endIndex: 30, message: "success", repoPath: "m"))
+        #expect(await registry.plan.ranges == [0..<8, 8..<30])
+        // The plan stays: a replacement for a lost worker takes the free range.
+        await registry.unregister(clientID: "small")
+        let replacement = await registry.register(
+            .init(clientID: "new", hosts: ["127.0.0.1"], port: port, memory: 64 * Self.gib))
+        #expect(replacement.startIndex == 0 && replacement.endIndex == 8)
+        try await worker.close()
+    }
+
+    @Test func theWindowEndingFixesTheEvenSplit() async throws {
+        let worker = try await WorkerRegistryTests.listener()
+        let port = worker.localAddress!.port!
+        let registry = WorkerRegistry(
+            totalLayers: 30, workers: 2, modelPath: "m", registrationWindow: .milliseconds(300))
+        let started = ContinuousClock.now
+        let only = await registry.register(.init(clientID: "a", hosts: ["127.0.0.1"], port: port, memory: Self.gib))
+        #expect(ContinuousClock.now - started >= .milliseconds(300))
+        #expect(only.startIndex == 0 && only.endIndex == 15)
+        #expect(await registry.planFixed)
+        try await worker.close()
+    }
+
+    @Test func aWorkerWithoutMemoryFixesTheEvenSplitAtOnce() async throws {
+        let worker = try await WorkerRegistryTests.listener()
+        let port = worker.localAddress!.port!
+        let registry = WorkerRegistry(totalLayers: 30, workers: 2, modelPath: "m", registrationWindow: .seconds(60))
+        async let held = registry.register(.init(clientID: "swift", hosts: ["127.0.0.1"], port: port, memory: Self.gib))
+        while await registry.heldCount == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        // The original's workers send no memory: the even plan is fixed, held workers first.
+        let python = await registry.register(.init(clientID: "python", hosts: ["127.0.0.1"], port: port))
+        #expect(await held == .init(ppRank: 0, startIndex: 0, endIndex: 15, message: "success", repoPath: "m"))
+        #expect(python == .init(ppRank: 1, startIndex: 15, endIndex: 30, message: "success", repoPath: "m"))
+        try await worker.close()
+    }
+
+    @Test func configEntriesCarryMemory() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tllm-config-\(UUID()).json")
+        try Data(
+            #"{"server": {"hostname": "m", "http_port": 8022}, "client": [{"grpc_port": 25002, "hostname": "a", "memory": "16GiB"}, {"grpc_port": 25003, "hostname": "b", "memory": 8589934592}]}"#
+                .utf8
+        ).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        #expect(try ClientCommand.parse(["--config", file.path, "--client_idx", "0"]).memory == "16GiB")
+        #expect(try ClientCommand.parse(["--config", file.path, "--client_idx", "1"]).memory == "8589934592")
+        #expect(
+            try ClientCommand.parse(["--config", file.path, "--client_idx", "1", "--memory", "1GiB"]).memory == "1GiB")
+        #expect(throws: (any Error).self) { _ = try ClientCommand.parse(["--master_addr", "x", "--memory", "lots"]) }
     }
 }
 

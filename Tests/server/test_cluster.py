@@ -31,7 +31,8 @@ MAX_TOKENS = 24
 
 class Cluster:
     def __init__(self, server_bin: Path, client_bin: Path, model: Path, log_dir: Path, workers: int, tag: str,
-                 start_workers_first: bool = False, client_size: int | None = None):
+                 start_workers_first: bool = False, client_size: int | None = None,
+                 worker_memory: list[str] | None = None):
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.nodes: list[Node] = []
@@ -39,13 +40,17 @@ class Cluster:
                        "--grpc_port", str(free_port()), "--hostname", "127.0.0.1", "--client_size", str(client_size or max(workers, 1)),
                        "--threads", "1"]
         worker_args = [str(client_bin), "--master_addr", self.url, "--hostname", "127.0.0.1", "--threads", "1"]
+        def worker(i: int) -> Node:
+            memory = ["--memory", worker_memory[i]] if worker_memory else []
+            return Node(f"{tag}-worker{i}", worker_args + memory, log_dir)
+
         if start_workers_first:
-            self.nodes += [Node(f"{tag}-worker{i}", worker_args, log_dir) for i in range(workers)]
+            self.nodes += [worker(i) for i in range(workers)]
             time.sleep(2)
             self.nodes.insert(0, Node(f"{tag}-master", master_args, log_dir))
         else:
             self.nodes.append(Node(f"{tag}-master", master_args, log_dir))
-            self.nodes += [Node(f"{tag}-worker{i}", worker_args, log_dir) for i in range(workers)]
+            self.nodes += [worker(i) for i in range(workers)]
         self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=REQUEST_TIMEOUT)
 
     @property
@@ -134,6 +139,25 @@ def test_pipeline_matches_local(cluster, local_outputs, workers):
         together = list(pool.map(c.chat, PROMPTS))
     assert together == [outputs[p] for p in PROMPTS]
     assert "pipeline ready" in c.master.text()
+
+
+def test_layers_follow_the_memory_workers_report(cluster, local_outputs):
+    """Workers that report 1 GiB and 3 GiB within the registration window get a quarter and three
+    quarters of the 30 layers (whichever registers first takes the first range); outputs still
+    equal --is_local."""
+    c = cluster(2, "memory", worker_memory=["1GiB", "3GiB"])
+    c.wait_ready()
+    assert re.search(r"layer plan weighted by memory \(all 2 workers registered\)", c.master.text()), c.logs()
+    served = {}
+    for worker, gib in zip(c.nodes[1:], (1, 3)):
+        start, end = map(int, worker.wait_for(r"serving layers \[(\d+), (\d+)\)", 30, c.nodes).groups())
+        served[gib] = end - start
+    # 30 × 1/4 = 7.5 and 30 × 3/4 = 22.5: the tie goes to the first range.
+    assert sorted(served.items()) in ([(1, 8), (3, 22)], [(1, 7), (3, 23)]), served
+    outputs = {prompt: c.chat(prompt) for prompt in PROMPTS}
+    exact = sum(outputs[p] == local_outputs[p] for p in PROMPTS)
+    print(f"memory-weighted 2 workers ({served}): {exact}/{len(PROMPTS)} prompts token-exact with --is_local")
+    assert exact >= len(PROMPTS) - 1, outputs
 
 
 def test_worker_started_before_its_master_waits(cluster):

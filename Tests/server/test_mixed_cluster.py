@@ -105,7 +105,10 @@ class Mixed:
         self.http_port, self.grpc_port = free_port(), free_port()
         self.master = Node("mixed-master", [str(server_bin), "--model_path", str(model), "--http_port", str(self.http_port),
                                       "--grpc_port", str(self.grpc_port), "--hostname", "127.0.0.1",
-                                      "--client_size", "2", "--threads", "1"], log_dir)
+                                      "--client_size", "2", "--threads", "1",
+                                      # The Swift worker reports its memory; this cluster is about mixing,
+                                      # so it is answered at once rather than after the planning window.
+                                      "--registration_window", "0"], log_dir)
         self.nodes = [self.master]
         # The master gives the first free range to whoever registers first: the Swift worker,
         # then (once the master has recorded it) the Python worker.
