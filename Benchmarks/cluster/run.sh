@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Decode tokens/s of one request: tllm.server --is_local vs a master with 2 and 3 tllm.client
 # workers on loopback (separate processes, one compute thread each by default), same run,
-# plus loopback bytes per generated token.
+# plus loopback bytes per generated token; then aggregate tokens/s of 8 concurrent requests on
+# 2 and 3 stages with steps in flight on vs off.
 #
 #   bash Benchmarks/cluster/run.sh [model.gguf]     (default: the embedded SmolLM2 Q4_1)
 set -euo pipefail
@@ -12,4 +13,7 @@ swift build -c release --product tllm.server >/dev/null
 swift build -c release --product tllm.client >/dev/null
 "$venv/bin/python" Benchmarks/cluster/pipeline_bench.py --server .build/release/tllm.server \
     --client .build/release/tllm.client --model "$model" --tokens 128 \
+    --repetitions "${TLLM_BENCH_REPETITIONS:-3}" --threads "${TLLM_BENCH_THREADS:-1}"
+"$venv/bin/python" Benchmarks/cluster/pipeline_bench.py --server .build/release/tllm.server \
+    --client .build/release/tllm.client --model "$model" --tokens 64 --concurrency 8 \
     --repetitions "${TLLM_BENCH_REPETITIONS:-3}" --threads "${TLLM_BENCH_THREADS:-1}"

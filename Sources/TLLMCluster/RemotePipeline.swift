@@ -174,6 +174,9 @@ public struct RemotePipeline: Pipeline {
 
     /// Workers drop a sequence's cache after 60 s idle; the protocol has no release call.
     public func release(_ ids: [String]) async {}
+
+    /// One step per stage: while the last worker computes one step, the first computes another.
+    public var concurrentSteps: Int { stages }
 }
 
 /// The pipeline the master's scheduler uses in cluster mode: the current route, or an error
@@ -195,4 +198,8 @@ public actor PipelineSwitch: Pipeline {
     }
 
     public func release(_ ids: [String]) async { await current?.release(ids) }
+
+    public var concurrentSteps: Int {
+        get async { await current?.concurrentSteps ?? 1 }
+    }
 }

@@ -43,10 +43,15 @@ public protocol Pipeline: Sendable {
     /// The KV cache manager of the pipeline's layers when it is in this process: the scheduler
     /// admits by its free pages, reuses cached prefixes and leases each step's pages from it.
     var kvCache: KVCacheManager? { get }
+
+    /// How many steps over disjoint requests can usefully run at once: one per stage of a chain
+    /// of workers (each computes a different step), one in this process.
+    var concurrentSteps: Int { get async }
 }
 
 extension Pipeline {
     public var kvCache: KVCacheManager? { nil }
+    public var concurrentSteps: Int { 1 }
 }
 
 /// Layers computed in this process by shard actors, in order: no serialisation, no sockets

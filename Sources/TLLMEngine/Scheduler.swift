@@ -6,6 +6,11 @@ import TLLMTokenizer
 
 /// Continuous batching over a pipeline (docs/server.md): requests join the running batch at the
 /// next step, decode rows first, prompts prefilled in chunks within a token budget.
+///
+/// Steps in flight: the running requests are split into lanes, one per step the pipeline can
+/// compute at once (a chain of workers: one per stage). Each lane runs its own sequence of
+/// steps, so while the last worker computes lane A's step the first computes lane B's. A
+/// request belongs to one lane and is in at most one step, so its tokens come in order.
 public actor Scheduler {
     /// Limits of the batching policy.
     public struct Configuration: Sendable {
@@ -19,17 +24,22 @@ public actor Scheduler {
         public var maxModelLength: Int
         /// Log each step's shape and time (`--is_debug`).
         public var logSteps: Bool
+        /// Steps over disjoint requests at once at most; 0: as many as the pipeline has stages
+        /// (`Pipeline.concurrentSteps`); 1: one step at a time.
+        public var maxStepsInFlight: Int
 
         public init(
             maxBatchTokens: Int = 512, maxBatchSize: Int = 32, maxQueue: Int = 256, maxModelLength: Int,
-            logSteps: Bool = false
+            logSteps: Bool = false, maxStepsInFlight: Int = 0
         ) {
             precondition(maxBatchTokens >= 1 && maxBatchSize >= 1 && maxQueue >= 0 && maxModelLength >= 2)
+            precondition(maxStepsInFlight >= 0)
             self.maxBatchTokens = maxBatchTokens
             self.maxBatchSize = min(maxBatchSize, maxBatchTokens)
             self.maxQueue = maxQueue
             self.maxModelLength = maxModelLength
             self.logSteps = logSteps
+            self.maxStepsInFlight = maxStepsInFlight
         }
     }
 
@@ -57,6 +67,10 @@ public actor Scheduler {
         var firstToken: ContinuousClock.Instant?
         var lastToken: ContinuousClock.Instant?
         var aborted = false
+        /// The lane whose steps this request joins.
+        var lane = 0
+        /// Part of a step being computed: it must not join another or leave the batch.
+        var inFlight = false
 
         init(
             _ request: GenerationRequest, vocabularySize: Int, tokenizer: Tokenizer,
@@ -87,6 +101,9 @@ public actor Scheduler {
     private var stopped = false
     private var loop: Task<Void, Never>?
     private var wakeUp: CheckedContinuation<Void, Never>?
+    /// Lanes as of the last look at the pipeline, and those with a step in flight.
+    private var lanes = 1
+    private var busyLanes: Set<Int> = []
     private var steps = 0
     private let metrics = SchedulerMetrics()
     /// Requests preempted so far because the KV cache ran out (also a metric).
@@ -133,9 +150,13 @@ public actor Scheduler {
         return stream
     }
 
-    /// Marks a request aborted: it leaves the batch before the next step and frees its KV cache.
+    /// Marks a request aborted: it leaves the batch before its next step and frees its KV cache.
     public func abort(_ id: String) {
         for request in waiting + running where request.request.id == id { request.aborted = true }
+        wake()
+    }
+
+    private func wake() {
         wakeUp?.resume()
         wakeUp = nil
     }
@@ -154,8 +175,7 @@ public actor Scheduler {
     public func shutdown() async {
         stopped = true
         for request in waiting + running { request.aborted = true }
-        wakeUp?.resume()
-        wakeUp = nil
+        wake()
         await loop?.value
         loop = nil
     }
@@ -163,33 +183,65 @@ public actor Scheduler {
     // MARK: The loop
 
     private func startLoopIfNeeded() {
-        if let wakeUp {
-            wakeUp.resume()
-            self.wakeUp = nil
-        }
+        wake()
         guard loop == nil else { return }
         loop = Task { await self.run() }
     }
 
+    /// Admits, launches a step on every idle lane that has requests, and sleeps until a step
+    /// ends or a request arrives or leaves.
     private func run() async {
         while true {
             await dropFinished()
-            if stopped && waiting.isEmpty && running.isEmpty { return }
+            if stopped && waiting.isEmpty && running.isEmpty && busyLanes.isEmpty { return }
+            await updateLanes()
             await admit()
-            if running.isEmpty {
-                await withCheckedContinuation { wakeUp = $0 }
-                continue
-            }
-            await step()
+            if !launchSteps() { await withCheckedContinuation { wakeUp = $0 } }
         }
     }
 
-    /// Removes aborted and timed-out requests, frees their caches, then ends their streams (so a
-    /// client that sees the end can rely on the memory being free).
+    /// Follows the pipeline's depth (routes change); idle requests of a lane that no longer
+    /// exists move to the emptiest one.
+    private func updateLanes() async {
+        let depth = max(1, await pipeline.concurrentSteps)
+        let configured = configuration.maxStepsInFlight
+        lanes = configured > 0 ? min(configured, depth) : depth
+        for request in running where request.lane >= lanes && !request.inFlight { request.lane = emptiestLane() }
+    }
+
+    private func emptiestLane() -> Int {
+        var counts = [Int](repeating: 0, count: lanes)
+        for request in running where request.lane < lanes { counts[request.lane] += 1 }
+        return counts.indices.min { counts[$0] < counts[$1] } ?? 0
+    }
+
+    /// Starts a step on each lane without one (at most `lanes` in flight); false if none started.
+    private func launchSteps() -> Bool {
+        var launched = false
+        for lane in 0..<lanes where !busyLanes.contains(lane) && busyLanes.count < lanes {
+            let group = running.filter { $0.lane == lane && !$0.inFlight }
+            guard !group.isEmpty else { continue }
+            busyLanes.insert(lane)
+            for request in group { request.inFlight = true }
+            launched = true
+            Task { await self.runStep(group, lane: lane) }
+        }
+        return launched
+    }
+
+    private func runStep(_ group: [RequestState], lane: Int) async {
+        await step(group, lane: lane)
+        for request in group { request.inFlight = false }
+        busyLanes.remove(lane)
+        wake()
+    }
+
+    /// Removes aborted and timed-out requests that are not in a step, frees their caches, then
+    /// ends their streams (so a client that sees the end can rely on the memory being free).
     private func dropFinished() async {
         let now = ContinuousClock.now
         func isDone(_ request: RequestState) -> Bool {
-            request.aborted || request.deadline.map { now >= $0 } == true
+            !request.inFlight && (request.aborted || request.deadline.map { now >= $0 } == true)
         }
         let dropped = waiting.filter(isDone) + running.filter(isDone)
         guard !dropped.isEmpty else { return }
@@ -223,15 +275,19 @@ public actor Scheduler {
                     logger.debug("request \(next.request.id): \(reused) tokens reused from the prefix cache")
                 }
             }
+            next.lane = emptiestLane()
             running.append(waiting.removeFirst())
         }
     }
 
-    /// Puts the most recently admitted request back at the head of the queue, its pages released
-    /// (into the prefix cache, where re-admission usually finds them again).
-    private func preemptYoungest() async {
-        guard let victim = running.popLast() else { return }
+    /// Puts the most recently admitted request that is not in another lane's step back at the
+    /// head of the queue, its pages released (into the prefix cache, where re-admission usually
+    /// finds them again).
+    private func preemptYoungest(sparing lane: Int) async {
+        guard let index = running.lastIndex(where: { !$0.inFlight || $0.lane == lane }) else { return }
+        let victim = running.remove(at: index)
         await pipeline.release([victim.request.id])
+        victim.inFlight = false
         victim.prefilled = 0
         waiting.insert(victim, at: 0)
         preemptions += 1
@@ -240,9 +296,9 @@ public actor Scheduler {
             "request \(victim.request.id) preempted: the KV cache is full (\(running.count) requests keep running)")
     }
 
-    /// One forward over the running batch: decode rows first, then prefill chunks. Each request
+    /// One forward over a lane's requests: decode rows first, then prefill chunks. Each request
     /// feeds the part of its context the cache lacks and samples once it has fed all of it.
-    private func step() async {
+    private func step(_ group: [RequestState], lane: Int) async {
         let started = ContinuousClock.now
         var tokens: [Int32] = []
         var slices: [SequenceSlice] = []
@@ -256,7 +312,8 @@ public actor Scheduler {
             slices = []
             sampled = []
             fed = []
-            batch = running
+            batch = group.filter { request in running.contains { $0 === request } }
+            guard !batch.isEmpty else { return }  // all preempted: their lane starts again later
             var budget = configuration.maxBatchTokens
             for request in batch.filter(\.isDecoding) + batch.filter({ !$0.isDecoding }) where budget > 0 {
                 let count = min(budget, request.context.count - request.prefilled)
@@ -271,7 +328,7 @@ public actor Scheduler {
                 lease = try await cache.lease(slices, tokens: tokens)
                 break
             } catch KVCacheError.exhausted where running.count > 1 {
-                await preemptYoungest()
+                await preemptYoungest(sparing: lane)
             } catch {
                 await fail(batch, error: error)
                 return
@@ -323,7 +380,7 @@ public actor Scheduler {
         metrics.running.record(running.count)
         if configuration.logSteps {
             logger.info(
-                "step \(steps): \(tokens.count) rows, \(slices.count) sequences (\(fed.filter { $0.count == 1 }.count) of one row), \(elapsed.milliseconds) ms"
+                "step \(steps) (lane \(lane) of \(lanes)): \(tokens.count) rows, \(slices.count) sequences (\(fed.filter { $0.count == 1 }.count) of one row), \(elapsed.milliseconds) ms"
             )
         }
     }

@@ -83,7 +83,8 @@ public struct ServerCommand: AsyncParsableCommand {
             head: head, pipeline: pipeline, tokenizer: bundle.tokenizer,
             configuration: Scheduler.Configuration(
                 maxBatchTokens: options.maxBatchTokens, maxBatchSize: options.maxBatchSize,
-                maxQueue: options.maxQueue, maxModelLength: maxModelLength, logSteps: options.isDebug),
+                maxQueue: options.maxQueue, maxModelLength: maxModelLength, logSteps: options.isDebug,
+                maxStepsInFlight: options.maxStepsInFlight),
             logger: logger)
         logger.info("model loaded in \((ContinuousClock.now - loadStart).formatted(.units(allowed: [.milliseconds])))")
 

@@ -62,6 +62,15 @@ public struct ServerOptions: ParsableArguments, Sendable {
     public var maxBatchSize = 32
 
     @Option(
+        name: .customLong("max_steps_in_flight"),
+        help: ArgumentHelp(
+            "Pipeline steps over disjoint requests computed at once at most (0: one per worker stage; 1: one step at a time).",
+            discussion:
+                "With several workers, each stage computes a different group of requests at the same time instead of waiting for the others."
+        ))
+    public var maxStepsInFlight = 0
+
+    @Option(
         name: .customLong("max_queue"),
         help: "Requests waiting for a batch slot at most; beyond that the API answers 429 with Retry-After.")
     public var maxQueue = 256
@@ -123,6 +132,7 @@ public struct ServerOptions: ParsableArguments, Sendable {
             }
         }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        guard maxStepsInFlight >= 0 else { throw ValidationError("--max_steps_in_flight must not be negative") }
         guard maxBatchTokens >= 1, maxBatchSize >= 1 else {
             throw ValidationError("--max_batch_tokens and --max_batch_size must be at least 1")
         }

@@ -32,13 +32,13 @@ MAX_TOKENS = 24
 class Cluster:
     def __init__(self, server_bin: Path, client_bin: Path, model: Path, log_dir: Path, workers: int, tag: str,
                  start_workers_first: bool = False, client_size: int | None = None,
-                 worker_memory: list[str] | None = None):
+                 worker_memory: list[str] | None = None, master_flags: tuple[str, ...] = ()):
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.nodes: list[Node] = []
         master_args = [str(server_bin), "--model_path", str(model), "--http_port", str(self.http_port),
                        "--grpc_port", str(free_port()), "--hostname", "127.0.0.1", "--client_size", str(client_size or max(workers, 1)),
-                       "--threads", "1"]
+                       "--threads", "1", *master_flags]
         worker_args = [str(client_bin), "--master_addr", self.url, "--hostname", "127.0.0.1", "--threads", "1"]
         def worker(i: int) -> Node:
             memory = ["--memory", worker_memory[i]] if worker_memory else []
@@ -158,6 +158,34 @@ def test_layers_follow_the_memory_workers_report(cluster, local_outputs):
     exact = sum(outputs[p] == local_outputs[p] for p in PROMPTS)
     print(f"memory-weighted 2 workers ({served}): {exact}/{len(PROMPTS)} prompts token-exact with --is_local")
     assert exact >= len(PROMPTS) - 1, outputs
+
+
+CONCURRENT_PROMPTS = [
+    "What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers.",
+    "Why do cats purr?", "Name a famous painter.", "What is 12 times 12?", "Describe a rainbow.",
+    "Give me a tip for sleeping well.",
+]
+
+
+def test_steps_in_flight_give_the_same_text(cluster):
+    """8 concurrent requests on 3 stages: with one step per stage in flight (lanes of requests
+    computed by different stages at once) the texts equal those of one step at a time."""
+    def run(tag: str, *flags: str) -> tuple[list[str], str]:
+        c = cluster(3, tag, master_flags=("--is_debug", *flags))
+        c.wait_ready()
+        with concurrent.futures.ThreadPoolExecutor(len(CONCURRENT_PROMPTS)) as pool:
+            texts = list(pool.map(lambda p: c.chat(p, max_tokens=32), CONCURRENT_PROMPTS))
+        log = c.master.text()
+        for code in c.stop():
+            assert code == 0, c.logs()
+        return texts, log
+
+    serial, serial_log = run("serial", "--max_steps_in_flight", "1")
+    overlapped, overlapped_log = run("inflight")
+    assert overlapped == serial
+    assert not re.search(r"lane [12] of", serial_log)
+    lanes = set(re.findall(r"\(lane (\d) of 3\)", overlapped_log))
+    assert lanes == {"0", "1", "2"}, f"steps ran on lanes {lanes}"
 
 
 def test_worker_started_before_its_master_waits(cluster):
