@@ -41,10 +41,22 @@ public struct MasterConnection: Sendable {
         return object
     }
 
-    /// Whether `GET /health` answers 200.
-    public func isHealthy(timeout: TimeInterval = 5) async -> Bool {
+    /// The header of our master's `/health` answer that names its process (new at every start).
+    public static let instanceHeader = "tllm-instance"
+
+    /// What `GET /health` says of the master.
+    public enum Health: Equatable, Sendable {
+        case down
+        /// Answers 200; `instance` identifies the master process (nil: a master that does not say,
+        /// such as the original's).
+        case up(instance: String?)
+    }
+
+    public func health(timeout: TimeInterval = 5) async -> Health {
         let request = URLRequest(url: baseURL.appendingPathComponent("health"), timeoutInterval: timeout)
-        guard let (_, response) = try? await URLSession.shared.data(for: request) else { return false }
-        return (response as? HTTPURLResponse)?.statusCode == 200
+        guard let (_, response) = try? await URLSession.shared.data(for: request),
+            let http = response as? HTTPURLResponse, http.statusCode == 200
+        else { return .down }
+        return .up(instance: http.value(forHTTPHeaderField: Self.instanceHeader))
     }
 }

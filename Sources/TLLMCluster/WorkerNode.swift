@@ -28,6 +28,8 @@ public actor WorkerNode {
     let logger: Logger
     private(set) var assignment: Assignment?
     private var shard: ShardActor?
+    /// The `/health` instance of the master this worker registered with.
+    private var masterInstance: String?
 
     public init(
         clientID: String = UUID().uuidString.lowercased(), master: MasterConnection, hosts: [String], port: Int,
@@ -58,17 +60,24 @@ public actor WorkerNode {
         defer { idleEviction.cancel() }
         while !Task.isCancelled {
             try await Task.sleep(for: .seconds(30))
-            if await master.isHealthy() { continue }
-            logger.warning("the master at \(master.baseURL) does not answer; retrying every 5 s")
-            var back = false
-            for _ in 0..<100 where !Task.isCancelled {
-                try await Task.sleep(for: .seconds(5))
-                if await master.isHealthy() {
-                    back = true
-                    break
+            switch await master.health() {
+            case .up(let instance) where instance == nil || instance == masterInstance:
+                continue
+            case .up:
+                // A master that restarted between two checks lost its registry: same as it coming back.
+                logger.warning("the master at \(master.baseURL) restarted")
+            case .down:
+                logger.warning("the master at \(master.baseURL) does not answer; retrying every 5 s")
+                var back = false
+                for _ in 0..<100 where !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(5))
+                    if case .up = await master.health() {
+                        back = true
+                        break
+                    }
                 }
+                guard back else { throw PipelineError("the master at \(master.baseURL) did not come back; giving up") }
             }
-            guard back else { throw PipelineError("the master at \(master.baseURL) did not come back; giving up") }
             logger.info("the master is back: registering again with layers \(assignment.map { "\($0.layers)" } ?? "-")")
             try await registerAndLoad()
         }
@@ -98,6 +107,7 @@ public actor WorkerNode {
                     try await Task.sleep(for: .seconds(5))
                     continue
                 }
+                if case .up(let instance) = await master.health() { masterInstance = instance }
                 logger.info("serving layers [\(start), \(end)) as pp_rank \(rank) for \(master.baseURL)")
                 return
             } catch let error as PipelineError {

@@ -13,6 +13,9 @@ import TLLMTokenizer
 /// The master's HTTP API (tllm-protocol.md §4): OpenAI chat and text completions with SSE
 /// streaming, the model list, version and health. Generation goes to the scheduler.
 public struct OpenAIService: Sendable {
+    /// This process's identity on `/health` (a new one after every start).
+    static let instance = UUID().uuidString.lowercased()
+
     /// What the service needs besides the model.
     public struct Options: Sendable {
         /// Prompt + completion tokens at most.
@@ -68,7 +71,10 @@ public struct OpenAIService: Sendable {
     public func makeRouter() -> Router<ServerRequestContext> {
         let router = Router(context: ServerRequestContext.self)
         router.add(middleware: OpenAIErrorMiddleware(apiKey: options.apiKey, logger: logger))
-        router.get("/health") { _, _ in HTTPResponse.Status.ok }
+        // The instance header tells workers a restarted master from the one they registered with
+        // (a restart quicker than their 30 s check would otherwise go unnoticed).
+        let instance: HTTPFields = [HTTPField.Name(MasterConnection.instanceHeader)!: Self.instance]
+        router.get("/health") { _, _ in Response(status: .ok, headers: instance) }
         router.get("/") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/html; charset=utf-8"],

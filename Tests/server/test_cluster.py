@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class Cluster:
                        "--grpc_port", str(free_port()), "--hostname", "127.0.0.1", "--client_size", str(client_size or max(workers, 1)),
                        "--threads", "1", *master_flags]
         worker_args = [str(client_bin), "--master_addr", self.url, "--hostname", "127.0.0.1", "--threads", "1"]
+        self.master_args, self.worker_args, self.log_dir, self.tag = master_args, worker_args, log_dir, tag
+
         def worker(i: int) -> Node:
             memory = ["--memory", worker_memory[i]] if worker_memory else []
             return Node(f"{tag}-worker{i}", worker_args + memory, log_dir)
@@ -268,3 +271,93 @@ def test_a_stage_whose_next_hop_died_fails_the_step_at_once(cluster):
     # The master keeps serving: health, models, and 503 until a worker covers the layers again.
     assert c.http.get("/health").status_code == 200
     assert c.http.get("/v1/models").status_code == 200
+
+
+def stream_until_end(c: Cluster, prompt: str, max_tokens: int, started: threading.Event) -> dict:
+    """One streaming request read to its end: its text, an error event if any, whether [DONE]
+    came, and when the stream ended. `started` is set once three text chunks arrived."""
+    result = {"text": "", "error": None, "done": False, "chunks": 0}
+    body = {"messages": user(prompt), "max_tokens": max_tokens, "stream": True, "ignore_eos": True}
+    with c.http.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line == "data: [DONE]":
+                result["done"] = True
+            elif line.startswith("data: "):
+                event = json.loads(line[6:])
+                if "error" in event:
+                    result["error"] = event["error"]
+                elif event["choices"] and event["choices"][0]["delta"].get("content"):
+                    result["text"] += event["choices"][0]["delta"]["content"]
+                    result["chunks"] += 1
+                    if result["chunks"] >= 3:
+                        started.set()
+    result["ended"] = time.monotonic()
+    started.set()
+    return result
+
+
+def test_kill_9_a_worker_mid_generation_then_restart_it(cluster):
+    """kill -9 the last worker while two streams and a plain request generate: each ends with a
+    clear error (an error event then [DONE] for streams, a 500 in OpenAI's shape otherwise) within
+    the 10 s step deadline; the master keeps answering /health and /v1/models, and new requests get
+    503 with Retry-After; a worker started again registers, and requests succeed with the same text."""
+    c = cluster(2, "kill9")
+    c.wait_ready()
+    reference = c.chat(PROMPTS[1])
+    last = next(n for n in c.nodes[1:] if re.search(r"serving layers \[\d+, 30\)", n.text()))
+    events = [threading.Event() for _ in range(2)]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        streams = [pool.submit(stream_until_end, c, p, 2000, e) for p, e in zip(PROMPTS[2:], events)]
+        plain = pool.submit(c.http.post, "/v1/chat/completions",
+                            json={"messages": user(PROMPTS[0]), "max_tokens": 2000, "ignore_eos": True})
+        for event in events:
+            assert event.wait(60), c.logs()
+        last.proc.kill()
+        killed = time.monotonic()
+        last.proc.wait(10)
+        c.nodes.remove(last)  # killed on purpose: its exit code is not a failure
+        results = [s.result(timeout=60) for s in streams]
+        answer = plain.result(timeout=60)
+    for result in results:
+        assert result["error"] and result["error"]["message"], result
+        assert result["done"], result
+        assert result["ended"] - killed < 12, f"the stream ended {result['ended'] - killed:.1f} s after the kill"
+        assert 0 < result["chunks"] < 2000
+    assert answer.status_code == 500, answer.text
+    assert answer.json()["error"]["message"]
+    print(f"after kill -9: streams ended {[round(r['ended'] - killed, 2) for r in results]} s later with "
+          f"{results[0]['error']['message']!r}; plain request: {answer.json()['error']['message']!r}")
+
+    assert c.http.get("/health").status_code == 200
+    assert c.http.get("/v1/models").status_code == 200
+    deadline = time.monotonic() + 30
+    while True:  # 503 once the health check (every 10 s) has dropped the dead stage
+        r = c.http.post("/v1/chat/completions", json={"messages": user("Hi"), "max_tokens": 2})
+        if r.status_code == 503:
+            break
+        assert r.status_code == 500 and r.json()["error"]["message"], r.text
+        assert time.monotonic() < deadline, c.logs()
+        time.sleep(0.5)
+    assert int(r.headers["retry-after"]) > 0
+
+    c.nodes.append(Node(f"{c.tag}-restarted", c.worker_args, c.log_dir))
+    c.wait_ready()
+    assert c.chat(PROMPTS[1]) == reference
+
+
+def test_workers_re_register_with_a_restarted_master(cluster):
+    """Restart the master while its workers run: they notice within their 30 s health check, re-register
+    with the ranges they hold (no reload), and the next request succeeds without restarting a worker."""
+    c = cluster(2, "remaster")
+    c.wait_ready()
+    reference = c.chat(PROMPTS[0])
+    workers = c.nodes[1:]
+    assert c.master.stop() == 0
+    c.nodes[0] = Node(f"{c.tag}-master-again", c.master_args, c.log_dir)
+    c.wait_ready(timeout=120)
+    assert c.chat(PROMPTS[0]) == reference
+    for worker in workers:
+        assert worker.alive()
+        assert "the master is back: registering again" in worker.text(), c.logs()
+        assert worker.text().count("loaded layers") == 1, "a worker reloaded its layers"
