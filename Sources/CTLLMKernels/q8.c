@@ -146,7 +146,117 @@ __attribute__((target("avx2"))) static inline __m256i dot_us_avx2(__m256i u, __m
 DEFINE_Q8_DOTS(vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dot_us_vnni)
 DEFINE_Q8_DOTS(avx2, "avx2,fma,f16c", dot_us_avx2)
 
+/// Horizontal sums of four 8-lane accumulators, in order.
+__attribute__((target("avx2"))) static inline __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);
+    __m256 abcd = _mm256_hadd_ps(ab, cd);  // per 128-bit half: a, b, c, d partial sums
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+/// Four rows against one activation vector at once: each activation block is loaded once, and
+/// four independent accumulators hide the FMA latency that bounds a one-row loop (decode is
+/// one activation row, so this is where single-sequence speed comes from).
+#define DEFINE_Q8_DOTS4(SUFFIX, TARGET, DOT)                                                                        \
+    __attribute__((target(TARGET))) static void dot4_q4_0_q8_##SUFFIX(const uint8_t *w, size_t row_bytes,           \
+                                                                        const tllm_block_q8_act *x, size_t nb,       \
+                                                                        float *out) {                               \
+        const tllm_block_q4_0 *r0 = (const void *)w, *r1 = (const void *)(w + row_bytes),                          \
+                              *r2 = (const void *)(w + 2 * row_bytes), *r3 = (const void *)(w + 3 * row_bytes);     \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                                \
+        __m128 off = _mm_setzero_ps();                                                                              \
+        for (size_t b = 0; b < nb; b++) {                                                                           \
+            __m256i xs = _mm256_loadu_si256((const __m256i *)x[b].qs);                                              \
+            __m256 xd = _mm256_set1_ps(x[b].d);                                                                     \
+            __m128 d = _mm_cvtph_ps(_mm_setr_epi16(r0[b].d, r1[b].d, r2[b].d, r3[b].d, 0, 0, 0, 0));                \
+            a0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(d)), xd),                               \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r0[b].qs), xs)), a0);                      \
+            a1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 1))), xd),         \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r1[b].qs), xs)), a1);                      \
+            a2 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 2))), xd),         \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r2[b].qs), xs)), a2);                      \
+            a3 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 3))), xd),         \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r3[b].qs), xs)), a3);                      \
+            /* (q - 8) · x = q · x - 8 Σx */                                                                         \
+            off = _mm_fmadd_ps(d, _mm_set1_ps(-8.0f * x[b].s), off);                                                \
+        }                                                                                                           \
+        _mm_storeu_ps(out, _mm_add_ps(hsum4_ps(a0, a1, a2, a3), off));                                             \
+    }                                                                                                               \
+    __attribute__((target(TARGET))) static void dot4_q4_1_q8_##SUFFIX(const uint8_t *w, size_t row_bytes,           \
+                                                                        const tllm_block_q8_act *x, size_t nb,       \
+                                                                        float *out) {                               \
+        const tllm_block_q4_1 *r0 = (const void *)w, *r1 = (const void *)(w + row_bytes),                          \
+                              *r2 = (const void *)(w + 2 * row_bytes), *r3 = (const void *)(w + 3 * row_bytes);     \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                                \
+        __m128 off = _mm_setzero_ps();                                                                              \
+        for (size_t b = 0; b < nb; b++) {                                                                           \
+            __m256i xs = _mm256_loadu_si256((const __m256i *)x[b].qs);                                              \
+            __m256 xd = _mm256_set1_ps(x[b].d);                                                                     \
+            __m128 d = _mm_cvtph_ps(_mm_setr_epi16(r0[b].d, r1[b].d, r2[b].d, r3[b].d, 0, 0, 0, 0));                \
+            __m128 m = _mm_cvtph_ps(_mm_setr_epi16(r0[b].m, r1[b].m, r2[b].m, r3[b].m, 0, 0, 0, 0));                \
+            a0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(d)), xd),                               \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r0[b].qs), xs)), a0);                      \
+            a1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 1))), xd),         \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r1[b].qs), xs)), a1);                      \
+            a2 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 2))), xd),         \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r2[b].qs), xs)), a2);                      \
+            a3 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 3))), xd),         \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r3[b].qs), xs)), a3);                      \
+            off = _mm_fmadd_ps(m, _mm_set1_ps(x[b].s), off);                                                        \
+        }                                                                                                           \
+        _mm_storeu_ps(out, _mm_add_ps(hsum4_ps(a0, a1, a2, a3), off));                                             \
+    }                                                                                                               \
+    __attribute__((target(TARGET))) static void dot4_q8_0_q8_##SUFFIX(const uint8_t *w, size_t row_bytes,           \
+                                                                        const tllm_block_q8_act *x, size_t nb,       \
+                                                                        float *out) {                               \
+        const tllm_block_q8_0 *r[4] = {(const void *)w, (const void *)(w + row_bytes),                             \
+                                       (const void *)(w + 2 * row_bytes), (const void *)(w + 3 * row_bytes)};       \
+        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};         \
+        for (size_t b = 0; b < nb; b++) {                                                                           \
+            __m256i xs = _mm256_loadu_si256((const __m256i *)x[b].qs);                                              \
+            __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm_setr_epi16(r[0][b].d, r[1][b].d, r[2][b].d, r[3][b].d, 0, 0, 0, 0)), \
+                                  _mm_set1_ps(x[b].d));                                                             \
+            float ds[4];                                                                                            \
+            _mm_storeu_ps(ds, d);                                                                                   \
+            for (int k = 0; k < 4; k++) {                                                                           \
+                __m256i q = _mm256_loadu_si256((const __m256i *)r[k][b].qs);                                        \
+                __m256i dot = DOT(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xs, q));                                 \
+                a[k] = _mm256_fmadd_ps(_mm256_set1_ps(ds[k]), _mm256_cvtepi32_ps(dot), a[k]);                       \
+            }                                                                                                       \
+        }                                                                                                           \
+        _mm_storeu_ps(out, hsum4_ps(a[0], a[1], a[2], a[3]));                                                       \
+    }
+
+DEFINE_Q8_DOTS4(vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dot_us_vnni)
+DEFINE_Q8_DOTS4(avx2, "avx2,fma,f16c", dot_us_avx2)
+
 #endif  // __x86_64__
+
+typedef void (*dot4_fn)(const uint8_t *w, size_t row_bytes, const tllm_block_q8_act *x, size_t nb, float *out);
+
+/// The four-row kernel for this CPU and type, or NULL (then rows go one by one).
+static dot4_fn dot4_for(int type) {
+#if defined(__x86_64__)
+    unsigned f = tllm_active_features();
+    if (f & TLLM_CPU_AVX512VNNI) {
+        switch (type) {
+        case TLLM_TYPE_Q4_0: return dot4_q4_0_q8_vnni;
+        case TLLM_TYPE_Q4_1: return dot4_q4_1_q8_vnni;
+        case TLLM_TYPE_Q8_0: return dot4_q8_0_q8_vnni;
+        default: return NULL;
+        }
+    }
+    if (f & TLLM_CPU_AVX2_F16C) {
+        switch (type) {
+        case TLLM_TYPE_Q4_0: return dot4_q4_0_q8_avx2;
+        case TLLM_TYPE_Q4_1: return dot4_q4_1_q8_avx2;
+        case TLLM_TYPE_Q8_0: return dot4_q8_0_q8_avx2;
+        default: return NULL;
+        }
+    }
+#endif
+    (void)type;
+    return NULL;
+}
 
 float tllm_vec_dot_q8(int type, const void *row, const tllm_block_q8_act *x, size_t n) {
 #if defined(__x86_64__)
@@ -180,6 +290,7 @@ typedef struct {
     size_t batch;
     float *y;
     size_t y_stride;
+    dot4_fn dot4;
 } q8_job;
 
 static void q8_task(void *raw, int index, int count) {
@@ -187,6 +298,16 @@ static void q8_task(void *raw, int index, int count) {
     size_t start, end;
     tllm_row_range(job->rows, index, count, &start, &end);
     size_t blocks = job->cols / 32;
+    if (job->dot4) {
+        for (; start + 4 <= end; start += 4) {
+            const uint8_t *rows = job->w + start * job->row_bytes;
+            for (size_t b = 0; b < job->batch; b++) {
+                float out[4];
+                job->dot4(rows, job->row_bytes, job->xq + b * blocks, blocks, out);
+                for (int k = 0; k < 4; k++) job->y[b * job->y_stride + start + k] = out[k];
+            }
+        }
+    }
     for (size_t r = start; r < end; r++) {
         const void *row = job->w + r * job->row_bytes;
         for (size_t b = 0; b < job->batch; b++)
@@ -201,7 +322,7 @@ int tllm_matmul_rows_q8(tllm_pool *pool, int type, const void *w, size_t row_byt
     tllm_block_q8_act *xq = malloc(batch * blocks * sizeof(tllm_block_q8_act));
     if (!xq) return -1;
     for (size_t b = 0; b < batch; b++) tllm_quantize_activations(x + b * x_stride, xq + b * blocks, cols);
-    q8_job job = {type, w, row_bytes, rows, cols, xq, batch, y, y_stride};
+    q8_job job = {type, w, row_bytes, rows, cols, xq, batch, y, y_stride, dot4_for(type)};
     tllm_pool_run(pool, q8_task, &job);
     free(xq);
     return 0;

@@ -54,14 +54,16 @@ struct Linear: @unchecked Sendable {
         }
     }
 
-    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. With `int8Activations`, few-row products of
-    /// Q4_0 / Q4_1 / Q8_0 weights quantise x to 8 bits and use integer dot products.
+    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. With `int8Activations`, one-row products (a
+    /// single sequence's decode) of Q4_0 / Q4_1 / Q8_0 weights quantise x to 8 bits and use
+    /// integer dot products, four weight rows at a time. Several rows share each dequantised
+    /// weight block in the float kernel instead, which the 8-bit path cannot.
     func apply(
         _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool,
         int8Activations: Bool = false
     ) {
         withExtendedLifetime(owner) {
-            if int8Activations && rows < Self.sgemmMinimumRows && tllm_q8_supported(type) != 0 {
+            if int8Activations && rows == 1 && tllm_q8_supported(type) != 0 {
                 let status = tllm_matmul_rows_q8(
                     pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, y, outputs)
                 precondition(status == 0, "8-bit matmul on weight type \(type) failed")
@@ -157,8 +159,9 @@ public struct ComputeOptions: Sendable, Hashable {
         var kernelType: Int32 { self == .float32 ? Int32(TLLM_TYPE_F32.rawValue) : Int32(TLLM_TYPE_F16.rawValue) }
     }
 
-    /// Quantise activations to 8 bits for decode-sized products of Q4_0 / Q4_1 / Q8_0 weights
-    /// (llama.cpp's approach: faster, not bit-faithful to the float path).
+    /// Quantise activations to 8 bits for one-row products of Q4_0 / Q4_1 / Q8_0 weights, the
+    /// LM head included (llama.cpp's approach: faster single-sequence decode, not bit-faithful
+    /// to the float path).
     public var int8Activations: Bool
     /// KV cache precision: float16 halves its memory.
     public var kvCache: CacheElement

@@ -54,7 +54,9 @@ public final class ModelHead {
         var logits = [Float](repeating: 0, count: rows * output.outputs)
         normed.withUnsafeBufferPointer { input in
             logits.withUnsafeMutableBufferPointer { out in
-                output.apply(input.baseAddress!, rows: rows, into: out.baseAddress!, pool: pool, int8Activations: false)
+                output.apply(
+                    input.baseAddress!, rows: rows, into: out.baseAddress!, pool: pool,
+                    int8Activations: options.int8Activations)
             }
         }
         return logits

@@ -43,6 +43,54 @@ import Testing
         }
     }
 
+    /// The matmul runs rows four at a time (one activation load, four accumulators) and the rest
+    /// one by one: 11 rows × 2 activation rows cover both, on every path.
+    @Test func fourRowKernelsMatchTheReference() {
+        let columns = 576
+        let rows = 11
+        let batch = 2
+        let x = (0..<(batch * columns)).map { _ in Float.random(in: -2...2) }
+        for (name, type) in Self.types {
+            let traits = tllm_type_traits_of(type)
+            let rowBytes = columns / traits.block_size * traits.type_size
+            let weights = DotProductTests.randomRows(type: type, rows: rows, columns: columns)
+            var expected = [Float](repeating: 0, count: batch * rows)
+            var scales = [Float](repeating: 0, count: batch * rows)
+            weights.withUnsafeBytes { w in
+                for b in 0..<batch {
+                    var quantized = [tllm_block_q8_act](repeating: tllm_block_q8_act(), count: columns / 32)
+                    Array(x[(b * columns)..<((b + 1) * columns)]).withUnsafeBufferPointer {
+                        tllm_quantize_activations($0.baseAddress, &quantized, columns)
+                    }
+                    for row in 0..<rows {
+                        let pointer = w.baseAddress! + row * rowBytes
+                        expected[b * rows + row] = tllm_vec_dot_q8_ref(type, pointer, quantized, columns)
+                        var magnitude = [Float](repeating: 0, count: columns)
+                        tllm_dequantize_ref(type, pointer, &magnitude, columns)
+                        scales[b * rows + row] = zip(magnitude, x[(b * columns)...]).reduce(Float(0)) {
+                            $0 + abs($1.0 * $1.1)
+                        }
+                    }
+                }
+                for mask in Self.paths {
+                    tllm_set_cpu_features(mask)
+                    defer { tllm_set_cpu_features(~0) }
+                    var y = [Float](repeating: .nan, count: batch * rows)
+                    #expect(
+                        tllm_matmul_rows_q8(
+                            nil, type, w.baseAddress, rowBytes, rows, columns, x, columns, batch, &y, rows)
+                            == 0)
+                    for index in 0..<(batch * rows) {
+                        #expect(
+                            abs(y[index] - expected[index]) <= max(scales[index] * 2e-6, 1e-5),
+                            "\(name) path \(mask) row \(index % rows) of batch \(index / rows): \(y[index]) vs \(expected[index])"
+                        )
+                    }
+                }
+            }
+        }
+    }
+
     @Test func quantisationRoundTripsWithinHalfAStep() {
         let x = (0..<256).map { _ in Float.random(in: -5...5) }
         var blocks = [tllm_block_q8_act](repeating: tllm_block_q8_act(), count: 8)
