@@ -15,6 +15,8 @@ if [ "${1:-}" = "--tests" ]; then
     packages+=(
         chromium        # headless browser for the web page test (Tests/server/test_web_page.py)
         chromium-driver # its WebDriver, driven by Selenium
+        iproute2        # ip / tc: network namespaces, veths and rate limits (Tests/server/test_netns_cluster.py)
+        nftables        # nft: redirects a node's gRPC port to the delay proxy in that test
     )
 fi
 missing=()

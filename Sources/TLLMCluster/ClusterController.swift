@@ -100,13 +100,27 @@ public actor ClusterController {
         }
     }
 
-    /// One `Health` per stage of the configured route; a stage that fails is unregistered and the
-    /// route rebuilt from the workers left (generation answers 503 until the range is covered again).
+    /// `Health` to each stage of the configured route; a stage that fails three tries a second
+    /// apart (one reset connection is not a dead worker) is unregistered and the route rebuilt
+    /// from the workers left (generation answers 503 until the range is covered again). A worker
+    /// dropped while alive notices that the checks stopped and registers again (`WorkerNode`).
     func checkHealth() async {
         for (clientID, client) in zip(configured, clients) {
-            do {
-                _ = try await client.health(timeout: .seconds(3))
-            } catch {
+            var failure: (any Error)?
+            for attempt in 1...Self.healthAttempts {
+                do {
+                    _ = try await client.health(timeout: .seconds(3))
+                    failure = nil
+                    break
+                } catch {
+                    failure = error
+                    logger.warning(
+                        "worker \(clientID) at \(client.channel.target): health check \(attempt) of \(Self.healthAttempts) failed: \(error)"
+                    )
+                    if attempt < Self.healthAttempts { try? await Task.sleep(for: .seconds(1)) }
+                }
+            }
+            if let error = failure {
                 logger.error("worker \(clientID) at \(client.channel.target) failed its health check: \(error)")
                 await registry.unregister(clientID: clientID)
                 configured = []
@@ -118,6 +132,8 @@ public actor ClusterController {
             }
         }
     }
+
+    static let healthAttempts = 3
 
     /// Stops health checks and closes the channels.
     public func shutdown() async {

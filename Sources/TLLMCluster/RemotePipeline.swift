@@ -31,12 +31,12 @@ public actor StepInbox {
     ) async throws -> TensorCodec.Decoded {
         let expiry = Task {
             try await Task.sleep(for: timeout)
-            self.fail(key, PipelineError("step \(key) timed out after \(timeout) waiting for the last stage"))
+            self.reject(key, PipelineError("the step timed out after \(timeout) waiting for the last stage"))
         }
         defer { expiry.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
             guard pending[key] == nil else {
-                continuation.resume(throwing: PipelineError("step \(key) is already in flight"))
+                continuation.resume(throwing: PipelineError("a step for the same requests is already in flight"))
                 return
             }
             pending[key] = Pending(continuation: continuation, stages: stages)
@@ -78,9 +78,11 @@ public actor StepInbox {
         step.continuation.resume(returning: result)
     }
 
-    /// The last stage's `Forward` could not be used: the step fails now.
+    /// The step fails now (its error reaches the clients of all its requests, so it names no
+    /// request; the log line does).
     func reject(_ key: String, _ error: any Error) {
-        logger.warning("\(error)")
+        guard pending[key] != nil else { return }
+        logger.warning("step \(key): \(error)")
         fail(key, error)
     }
 
@@ -104,7 +106,7 @@ public struct MasterService: RPCServiceProtocol {
             guard let tensor = request.hiddenStates else { throw PipelineError("hidden_states is missing") }
             await inbox.deliver(key, result: try TensorCodec.decode(tensor))
         } catch {
-            await inbox.reject(key, PipelineError("the last stage sent a bad result for step \(key): \(error)"))
+            await inbox.reject(key, PipelineError("the last stage sent a bad result: \(error)"))
         }
         return ForwardResponse(msg: "Forward Completed", status: 200)
     }
@@ -117,7 +119,7 @@ public struct MasterService: RPCServiceProtocol {
             await inbox.reject(
                 key,
                 PipelineError(
-                    "stage \(request.ppIdx) could not complete step \(key): its compute failed or its next hop is unreachable (see that worker's log)"
+                    "stage \(request.ppIdx) could not complete the step: its compute failed or its next hop is unreachable (see that worker's log)"
                 ))
             return StatusResponse(msg: "Successful", status: 200)
         }

@@ -30,6 +30,10 @@ public actor WorkerNode {
     private var shard: ShardActor?
     /// The `/health` instance of the master this worker registered with.
     private var masterInstance: String?
+    /// Re-registering because of silence again and again (a standby): log it once.
+    private var quietlyReregistering = false
+    /// Three of the master's 10 s health checks missed.
+    static let silenceLimit = Duration.seconds(35)
 
     public init(
         clientID: String = UUID().uuidString.lowercased(), master: MasterConnection, hosts: [String], port: Int,
@@ -62,6 +66,19 @@ public actor WorkerNode {
             try await Task.sleep(for: .seconds(30))
             switch await master.health() {
             case .up(let instance) where instance == nil || instance == masterInstance:
+                // Our master health-checks every stage of its route every 10 s. Silence means it
+                // dropped this worker (a check lost to a network fault) or has no complete route
+                // yet, or this worker is a standby: registering again is harmless in all three.
+                let silence = ContinuousClock.now - (await service.lastContact)
+                guard silence >= Self.silenceLimit else {
+                    quietlyReregistering = false
+                    continue
+                }
+                logger.log(
+                    level: quietlyReregistering ? .debug : .info,
+                    "no call from the master for \(silence.components.seconds) s: registering again")
+                try await registerAndLoad(quietly: quietlyReregistering)
+                quietlyReregistering = true
                 continue
             case .up:
                 // A master that restarted between two checks lost its registry: same as it coming back.
@@ -84,7 +101,7 @@ public actor WorkerNode {
     }
 
     /// One registration round: until the master accepts, then load (if not yet) and `/init_model`.
-    func registerAndLoad() async throws {
+    func registerAndLoad(quietly: Bool = false) async throws {
         var announced = false
         while !Task.isCancelled {
             do {
@@ -108,7 +125,9 @@ public actor WorkerNode {
                     continue
                 }
                 if case .up(let instance) = await master.health() { masterInstance = instance }
-                logger.info("serving layers [\(start), \(end)) as pp_rank \(rank) for \(master.baseURL)")
+                logger.log(
+                    level: quietly ? .debug : .info,
+                    "serving layers [\(start), \(end)) as pp_rank \(rank) for \(master.baseURL)")
                 return
             } catch let error as PipelineError {
                 throw error

@@ -171,10 +171,14 @@ public actor WorkerRegistry {
     private func record(_ clientID: String, address: String, rank: Int, layers: Range<Int>, initialized: Bool)
         -> Assignment
     {
-        workers[clientID] = Worker(
+        let worker = Worker(
             clientID: clientID, address: address, ppRank: rank, layers: layers, initialized: initialized)
-        logger.info(
-            "worker \(clientID) at \(address): rank \(rank), layers \(layers.lowerBound)..<\(layers.upperBound)")
+        // A worker re-registering as it is (a standby does every 30 s) changes nothing.
+        if workers[clientID] != worker {
+            workers[clientID] = worker
+            logger.info(
+                "worker \(clientID) at \(address): rank \(rank), layers \(layers.lowerBound)..<\(layers.upperBound)")
+        }
         return Assignment(
             ppRank: rank, startIndex: layers.lowerBound, endIndex: layers.upperBound, message: "success",
             repoPath: modelPath)
@@ -238,6 +242,7 @@ public actor WorkerRegistry {
         worker.ppRank = ppRank
         worker.layers = layers
         worker.initialized = true
+        guard workers[clientID] != worker else { return true }
         workers[clientID] = worker
         if let route {
             logger.info(

@@ -26,6 +26,9 @@ public actor WorkerService: RPCServiceProtocol {
     private var route: Route?
     private let jobs: AsyncStream<Job>.Continuation
     private var worker: Task<Void, Never>?
+    /// When the master last called (`Health`, `SetConfig` or `Forward`): a worker the master
+    /// dropped hears nothing more and registers again (`WorkerNode`).
+    public private(set) var lastContact = ContinuousClock.now
 
     /// A service without layers yet: they come with `attach` once the master has named the model
     /// and the range, and until then `Forward` answers "Model not initialized" as the original does.
@@ -60,7 +63,8 @@ public actor WorkerService: RPCServiceProtocol {
     }
 
     public func health(_ request: Empty, context: GRPCCallContext) async throws -> HealthResponse {
-        HealthResponse(msg: "Healthy", status: 200)
+        lastContact = .now
+        return HealthResponse(msg: "Healthy", status: 200)
     }
 
     public func status(_ request: StatusRequest, context: GRPCCallContext) async throws -> StatusResponse {
@@ -68,6 +72,7 @@ public actor WorkerService: RPCServiceProtocol {
     }
 
     public func setConfig(_ request: SetConfigRequest, context: GRPCCallContext) async throws -> SetConfigResponse {
+        lastContact = .now
         do {
             let next = RPCServiceClient(
                 channel: try GRPCChannel(target: request.forwardURL), defaultTimeout: .seconds(10))
@@ -86,6 +91,7 @@ public actor WorkerService: RPCServiceProtocol {
     }
 
     public func forward(_ request: ForwardRequest, context: GRPCCallContext) async throws -> ForwardResponse {
+        lastContact = .now
         guard shard != nil else { return ForwardResponse(msg: "Model not initialized", status: 500) }
         guard route != nil else { return ForwardResponse(msg: "No route: SetConfig first", status: 500) }
         guard request.uuidList.count == request.inputIdsList.count, !request.uuidList.isEmpty else {

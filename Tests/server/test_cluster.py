@@ -18,15 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tllm_server_helpers import REQUEST_TIMEOUT, Node, free_port, logs, user
+from tllm_server_helpers import CLUSTER_PROMPTS, REQUEST_TIMEOUT, Node, free_port, logs, user, wait_until_generating
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "List three prime numbers.",
-    "Why do cats purr?",
-]
+PROMPTS = CLUSTER_PROMPTS
 MAX_TOKENS = 24
 
 
@@ -62,20 +57,7 @@ class Cluster:
 
     def wait_ready(self, timeout: float = 90):
         """Until generation works (every layer covered, SetConfig done)."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            for node in self.nodes:
-                assert node.proc.poll() is None, f"{node.name} exited ({node.proc.returncode}):\n{self.logs()}"
-            try:
-                r = self.http.post("/v1/chat/completions", json={"messages": user("Hi"), "max_tokens": 1})
-                if r.status_code == 200:
-                    return
-                last = r.text
-            except httpx.HTTPError as error:
-                last = repr(error)
-            time.sleep(0.5)
-        raise AssertionError(f"cluster not ready in {timeout}s (last answer {last}):\n{self.logs()}")
+        wait_until_generating(self.http, self.nodes, timeout, self.tag)
 
     def chat(self, prompt: str, **kw) -> str:
         r = self.http.post("/v1/chat/completions", json={"messages": user(prompt), "max_tokens": MAX_TOKENS, **kw})

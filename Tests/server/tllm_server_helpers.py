@@ -27,6 +27,13 @@ PROMPTS = [
 ]
 LONG_PROMPT = "Count from 1 to 500, separated by commas."
 STORY_PROMPT = "Write a long story about a dragon who learns to paint."
+# Short chat prompts the cluster tests compare across deployments.
+CLUSTER_PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three prime numbers.",
+    "Why do cats purr?",
+]
 
 FINISH_REASONS = ("stop", "length")
 
@@ -292,3 +299,22 @@ class Node:
 
 def logs(nodes) -> str:
     return "\n".join(f"--- {n.name}\n{n.text()[-4000:]}" for n in nodes)
+
+
+def wait_until_generating(http, nodes, timeout: float, tag: str = "cluster") -> None:
+    """Until a one-token chat completes through `http` (every layer covered, SetConfig done);
+    fails at once if one of `nodes` exits, or after `timeout` s with the last answer and the logs."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        for node in nodes:
+            assert node.alive(), f"{node.name} exited ({node.proc.returncode}):\n{logs(nodes)}"
+        try:
+            r = http.post("/v1/chat/completions", json={"messages": user("Hi"), "max_tokens": 1})
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.HTTPError as error:
+            last = repr(error)
+        time.sleep(0.5)
+    raise AssertionError(f"{tag}: not ready in {timeout}s (last answer {last}):\n{logs(nodes)}")
