@@ -129,46 +129,123 @@ static inline const uint8_t *kv_row(const tllm_kv_view *kv, const void *base, si
            (t % kv->page_tokens) * kv->row_stride;
 }
 
-/// One (row, head): scores over the visible cache, softmax, weighted sum of values.
-/// Scores live in a per-thread buffer of `start + rows` floats.
-static void attend_one(const attention_job *job, size_t row, size_t head, float *scores) {
+// Tiled attention (flash-attention's online softmax, on the CPU): a work item is a block of up
+// to ATTENTION_ROWS query rows × a group of query heads that share one KV head. The cache is
+// walked in tiles of ATTENTION_TILE positions; each tile's keys and values are read (and, for
+// a float16 cache, converted) once for every query of the block, while it is hot in L1, instead
+// of once per (row, head). A running maximum and denominator per query rescale the partial
+// output when a later tile raises the maximum, so no score row of the whole context is kept.
+enum { ATTENTION_TILE = 32, ATTENTION_ROWS = 8 };
+
+/// Per-thread scratch for one work item.
+typedef struct {
+    float *keys, *values;  // ATTENTION_TILE × head_dim each, float32
+    float *scores;         // ATTENTION_TILE
+    float *max, *sum;      // one per query
+    float *acc;            // queries × head_dim
+} attention_scratch;
+
+/// Copies positions [t0, t0 + n) of one KV head into a float32 tile.
+static void load_tile(const tllm_kv_view *kv, const void *base, size_t t0, size_t n, size_t head_offset, size_t d,
+                      float *tile) {
+    for (size_t t = 0; t < n; t++) {
+        const uint8_t *raw = kv_row(kv, base, t0 + t) + head_offset;
+        if (kv->type == TLLM_TYPE_F16)
+            tllm_f16_to_f32((const uint16_t *)raw, tile + t * d, d);
+        else
+            memcpy(tile + t * d, raw, d * sizeof(float));
+    }
+}
+
+/// Rows [row0, row0 + nrows) × heads [head0, head0 + nheads), all on KV head head0 / group.
+static void attend_block(const attention_job *job, size_t row0, size_t nrows, size_t head0, size_t nheads,
+                         const attention_scratch *w) {
     const tllm_kv_view *kv = job->kv;
     const size_t d = job->head_dim;
     const size_t group = job->heads / job->kv_heads;
     const size_t element = kv->type == TLLM_TYPE_F16 ? 2 : 4;
-    const size_t head_offset = (head / group) * d * element;
-    const float *q = job->q + row * job->heads * d + head * d;
-    const size_t visible = job->start + row + 1;
-    float max = -INFINITY;
-    for (size_t t = 0; t < visible; t++) {
-        // The SIMD dot product: a scalar reduction here is bound by the add latency.
-        const float dot = tllm_vec_dot(kv->type, kv_row(kv, kv->keys, t) + head_offset, q, d) * job->scale;
-        scores[t] = dot;
-        if (dot > max) max = dot;
+    const size_t head_offset = (head0 / group) * d * element;
+    const size_t queries = nrows * nheads;
+    for (size_t i = 0; i < queries; i++) {
+        w->max[i] = -INFINITY;
+        w->sum[i] = 0;
     }
-    float inverse = 1.0f / tllm_exp_shift_sum(scores, visible, max);
-    float *out = job->out + row * job->heads * d + head * d;
-    memset(out, 0, d * sizeof(float));
-    float converted[512];
-    for (size_t t = 0; t < visible; t++) {
-        const uint8_t *raw = kv_row(kv, kv->values, t) + head_offset;
-        const float *v = (const float *)raw;
-        if (kv->type == TLLM_TYPE_F16) {
-            tllm_f16_to_f32((const uint16_t *)raw, converted, d);
-            v = converted;
+    memset(w->acc, 0, queries * d * sizeof(float));
+    // The block's last row sees the most: positions [0, start + row0 + nrows).
+    const size_t end = job->start + row0 + nrows;
+    for (size_t t0 = 0; t0 < end; t0 += ATTENTION_TILE) {
+        const size_t n = end - t0 < ATTENTION_TILE ? end - t0 : ATTENTION_TILE;
+        load_tile(kv, kv->keys, t0, n, head_offset, d, w->keys);
+        load_tile(kv, kv->values, t0, n, head_offset, d, w->values);
+        for (size_t r = 0; r < nrows; r++) {
+            const size_t visible = job->start + row0 + r + 1;  // causal: positions [0, visible)
+            if (visible <= t0) continue;
+            const size_t count = visible - t0 < n ? visible - t0 : n;
+            for (size_t h = 0; h < nheads; h++) {
+                const size_t qi = r * nheads + h;
+                const float *q = job->q + (row0 + r) * job->heads * d + (head0 + h) * d;
+                float tile_max = -INFINITY;
+                for (size_t t = 0; t < count; t++) {
+                    const float score = tllm_vec_dot(TLLM_TYPE_F32, w->keys + t * d, q, d) * job->scale;
+                    w->scores[t] = score;
+                    if (score > tile_max) tile_max = score;
+                }
+                const float new_max = tile_max > w->max[qi] ? tile_max : w->max[qi];
+                const float correction = expf(w->max[qi] - new_max);  // 0 on the first tile
+                const float tile_sum = tllm_exp_shift_sum(w->scores, count, new_max);
+                w->sum[qi] = w->sum[qi] * correction + tile_sum;
+                w->max[qi] = new_max;
+                float *acc = w->acc + qi * d;
+                if (correction != 1.0f)
+                    for (size_t i = 0; i < d; i++) acc[i] *= correction;
+                for (size_t t = 0; t < count; t++) {
+                    const float p = w->scores[t];
+                    const float *v = w->values + t * d;
+                    for (size_t i = 0; i < d; i++) acc[i] += p * v[i];
+                }
+            }
         }
-        float w = scores[t] * inverse;
-        for (size_t i = 0; i < d; i++) out[i] += w * v[i];
     }
+    for (size_t r = 0; r < nrows; r++) {
+        for (size_t h = 0; h < nheads; h++) {
+            const size_t qi = r * nheads + h;
+            const float inverse = 1.0f / w->sum[qi];
+            float *out = job->out + (row0 + r) * job->heads * d + (head0 + h) * d;
+            for (size_t i = 0; i < d; i++) out[i] = w->acc[qi * d + i] * inverse;
+        }
+    }
+}
+
+/// Query heads per work item: the whole group sharing a KV head when that still leaves every
+/// thread two items, else one head (decode of a model with few KV heads on several threads).
+static size_t heads_per_item(const attention_job *job, int threads) {
+    const size_t group = job->heads / job->kv_heads;
+    const size_t blocks = (job->rows + ATTENTION_ROWS - 1) / ATTENTION_ROWS;
+    for (size_t hg = group; hg > 1; hg--)
+        if (group % hg == 0 && blocks * job->kv_heads * (group / hg) >= 2 * (size_t)threads) return hg;
+    return 1;
 }
 
 static void attention_task(void *raw, int index, int count) {
     const attention_job *job = raw;
-    size_t total = job->rows * job->heads;
-    float *scores = malloc((job->start + job->rows) * sizeof(float));
-    for (size_t item = (size_t)index; item < total; item += (size_t)count)
-        attend_one(job, item / job->heads, item % job->heads, scores);
-    free(scores);
+    const size_t d = job->head_dim;
+    const size_t hg = heads_per_item(job, count);
+    const size_t per_row = job->heads / hg;
+    const size_t blocks = (job->rows + ATTENTION_ROWS - 1) / ATTENTION_ROWS;
+    const size_t queries = ATTENTION_ROWS * hg;
+    float *memory = malloc((2 * ATTENTION_TILE * d + ATTENTION_TILE + 2 * queries + queries * d) * sizeof(float));
+    if (!memory) abort();
+    attention_scratch w = {memory, memory + ATTENTION_TILE * d, memory + 2 * ATTENTION_TILE * d, NULL, NULL, NULL};
+    w.max = w.scores + ATTENTION_TILE;
+    w.sum = w.max + queries;
+    w.acc = w.sum + queries;
+    for (size_t item = (size_t)index; item < blocks * per_row; item += (size_t)count) {
+        const size_t block = item / per_row, head0 = (item % per_row) * hg;
+        const size_t row0 = block * ATTENTION_ROWS;
+        const size_t nrows = job->rows - row0 < ATTENTION_ROWS ? job->rows - row0 : ATTENTION_ROWS;
+        attend_block(job, row0, nrows, head0, hg, &w);
+    }
+    free(memory);
 }
 
 void tllm_attention(tllm_pool *pool, const float *q, const tllm_kv_view *kv, float *out, size_t rows, size_t start,

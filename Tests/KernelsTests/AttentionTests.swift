@@ -4,13 +4,16 @@ import Testing
 /// Causal GQA attention over paged float32 and float16 caches against the double-precision
 /// reference, which reads the same rows from one contiguous array.
 @Suite struct AttentionTests {
-    @Test(arguments: [false, true])
-    func matchesTheReference(float16Cache: Bool) {
+    /// (start, rows): a chunk within one tile, a prefill over several row blocks and tiles, a
+    /// decode step deep in the cache, a chunk that crosses tiles on both sides.
+    static let shapes: [(start: Int, rows: Int)] = [(37, 5), (0, 20), (100, 1), (70, 70)]
+
+    @Test(arguments: [false, true], [0, 1, 2, 3])
+    func matchesTheReference(float16Cache: Bool, shape: Int) {
         let heads = 9
         let kvHeads = 3
         let dimension = 64
-        let start = 37
-        let rows = 5
+        let (start, rows) = Self.shapes[shape]
         let kvWidth = kvHeads * dimension
         let positions = start + rows
         let q = (0..<(rows * heads * dimension)).map { _ in Float.random(in: -1...1) }
@@ -29,8 +32,9 @@ import Testing
         let element = float16Cache ? 2 : 4
         let rowBytes = kvWidth * element
         let pageBytes = 2 * pageTokens * rowBytes
-        let pages = Array((0..<12).shuffled().prefix((positions + pageTokens - 1) / pageTokens)).map(Int32.init)
-        let pool = UnsafeMutableRawPointer.allocate(byteCount: 12 * pageBytes, alignment: 64)
+        let poolPages = (positions + pageTokens - 1) / pageTokens + 4
+        let pages = Array((0..<poolPages).shuffled().prefix((positions + pageTokens - 1) / pageTokens)).map(Int32.init)
+        let pool = UnsafeMutableRawPointer.allocate(byteCount: poolPages * pageBytes, alignment: 64)
         defer { pool.deallocate() }
         for t in 0..<positions {
             let slot = pool + Int(pages[t / pageTokens]) * pageBytes + (t % pageTokens) * rowBytes
@@ -56,6 +60,6 @@ import Testing
             tllm_attention(threads, q, &view, &output, rows, start, heads, kvHeads, dimension, 0.125)
         }
         let worst = zip(output, expected).map { abs($0 - $1) }.max() ?? .infinity
-        #expect(worst < 1e-5, "largest difference \(worst)")
+        #expect(worst < 1e-5, "start \(start), rows \(rows): largest difference \(worst)")
     }
 }

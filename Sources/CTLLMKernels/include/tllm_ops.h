@@ -33,9 +33,10 @@ typedef struct {
 
 /// Causal grouped-query attention of one sequence.
 ///   q:      rows × (heads × head_dim), the new rows at positions start .. start+rows-1
-///   kv:     cache positions 0 .. start+rows-1, each row kv_heads × head_dim (head_dim ≤ 512)
+///   kv:     cache positions 0 .. start+rows-1, each row kv_heads × head_dim
 ///   out:    rows × (heads × head_dim)
-/// Row i attends to cache positions [0, start + i]. Work is split over the pool by (row, head).
+/// Row i attends to cache positions [0, start + i]. Tiled: work items are blocks of query rows
+/// × the query heads of one KV head, walking the cache in tiles with an online softmax.
 void tllm_attention(tllm_pool *pool, const float *q, const tllm_kv_view *kv, float *out, size_t rows, size_t start,
                     size_t heads, size_t kv_heads, size_t head_dim, float scale);
 /// The same, computed plainly in double (tests).
