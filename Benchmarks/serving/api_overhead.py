@@ -29,13 +29,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stream_once(port: int, tokens: int) -> tuple[float, float, int]:
+def stream_once(port: int, tokens: int, host: str = "127.0.0.1") -> tuple[float, float, int]:
     """One greedy streaming chat request; returns (TTFT s, decode tok/s, tokens)."""
     body = json.dumps(
         {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens, "stream": True,
          "ignore_eos": True, "stream_options": {"include_usage": True}}).encode()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
+        f"http://{host}:{port}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
     start = time.perf_counter()
     first = last = None
     count = 0
