@@ -157,9 +157,11 @@ static void load_tile(const tllm_kv_view *kv, const void *base, size_t t0, size_
     }
 }
 
-/// Rows [row0, row0 + nrows) × heads [head0, head0 + nheads), all on KV head head0 / group.
+/// Rows [row0, row0 + nrows) × heads [head0, head0 + nheads), all on KV head head0 / group,
+/// over cache positions [from, to) (to = SIZE_MAX: all the block can see). With `partial`, the
+/// unnormalised result goes there instead of `out`: max and sum per query, then the outputs.
 static void attend_block(const attention_job *job, size_t row0, size_t nrows, size_t head0, size_t nheads,
-                         const attention_scratch *w) {
+                         size_t from, size_t to, const attention_scratch *w, float *partial) {
     const tllm_kv_view *kv = job->kv;
     const size_t d = job->head_dim;
     const size_t group = job->heads / job->kv_heads;
@@ -172,8 +174,9 @@ static void attend_block(const attention_job *job, size_t row0, size_t nrows, si
     }
     memset(w->acc, 0, queries * d * sizeof(float));
     // The block's last row sees the most: positions [0, start + row0 + nrows).
-    const size_t end = job->start + row0 + nrows;
-    for (size_t t0 = 0; t0 < end; t0 += ATTENTION_TILE) {
+    size_t end = job->start + row0 + nrows;
+    if (to < end) end = to;
+    for (size_t t0 = from; t0 < end; t0 += ATTENTION_TILE) {
         const size_t n = end - t0 < ATTENTION_TILE ? end - t0 : ATTENTION_TILE;
         load_tile(kv, kv->keys, t0, n, head_offset, d, w->keys);
         load_tile(kv, kv->values, t0, n, head_offset, d, w->values);
@@ -206,6 +209,12 @@ static void attend_block(const attention_job *job, size_t row0, size_t nrows, si
             }
         }
     }
+    if (partial) {
+        memcpy(partial, w->max, queries * sizeof(float));
+        memcpy(partial + queries, w->sum, queries * sizeof(float));
+        memcpy(partial + 2 * queries, w->acc, queries * d * sizeof(float));
+        return;
+    }
     for (size_t r = 0; r < nrows; r++) {
         for (size_t h = 0; h < nheads; h++) {
             const size_t qi = r * nheads + h;
@@ -226,31 +235,104 @@ static size_t heads_per_item(const attention_job *job, int threads) {
     return 1;
 }
 
+static attention_scratch scratch_for(float *memory, size_t d, size_t queries) {
+    attention_scratch w = {memory, memory + ATTENTION_TILE * d, memory + 2 * ATTENTION_TILE * d, NULL, NULL, NULL};
+    w.max = w.scores + ATTENTION_TILE;
+    w.sum = w.max + queries;
+    w.acc = w.sum + queries;
+    return w;
+}
+
+static float *scratch_memory(size_t d, size_t queries) {
+    float *memory = malloc((2 * ATTENTION_TILE * d + ATTENTION_TILE + 2 * queries + queries * d) * sizeof(float));
+    if (!memory) abort();
+    return memory;
+}
+
 static void attention_task(void *raw, int index, int count) {
     const attention_job *job = raw;
     const size_t d = job->head_dim;
     const size_t hg = heads_per_item(job, count);
     const size_t per_row = job->heads / hg;
     const size_t blocks = (job->rows + ATTENTION_ROWS - 1) / ATTENTION_ROWS;
-    const size_t queries = ATTENTION_ROWS * hg;
-    float *memory = malloc((2 * ATTENTION_TILE * d + ATTENTION_TILE + 2 * queries + queries * d) * sizeof(float));
-    if (!memory) abort();
-    attention_scratch w = {memory, memory + ATTENTION_TILE * d, memory + 2 * ATTENTION_TILE * d, NULL, NULL, NULL};
-    w.max = w.scores + ATTENTION_TILE;
-    w.sum = w.max + queries;
-    w.acc = w.sum + queries;
+    float *memory = scratch_memory(d, ATTENTION_ROWS * hg);
+    const attention_scratch w = scratch_for(memory, d, ATTENTION_ROWS * hg);
     for (size_t item = (size_t)index; item < blocks * per_row; item += (size_t)count) {
         const size_t block = item / per_row, head0 = (item % per_row) * hg;
         const size_t row0 = block * ATTENTION_ROWS;
         const size_t nrows = job->rows - row0 < ATTENTION_ROWS ? job->rows - row0 : ATTENTION_ROWS;
-        attend_block(job, row0, nrows, head0, hg, &w);
+        attend_block(job, row0, nrows, head0, hg, 0, SIZE_MAX, &w, NULL);
     }
     free(memory);
+}
+
+// Decode deep in the cache (flash-decoding): one query row has too few (KV head) items to keep
+// every thread busy, and splitting its heads re-reads the cache per head. Instead the cache is
+// cut into position ranges: an item is one KV head's whole group of query heads over one range,
+// leaving a partial (max, sum, unnormalised output) per head; the ranges are combined after.
+typedef struct {
+    const attention_job *job;
+    size_t chunks, chunk_positions;
+    float *partials;  // per item: group maxima, group sums, group × head_dim outputs
+} split_job;
+
+static void split_task(void *raw, int index, int count) {
+    const split_job *split = raw;
+    const attention_job *job = split->job;
+    const size_t group = job->heads / job->kv_heads, d = job->head_dim;
+    const size_t items = job->kv_heads * split->chunks, stride = group * (2 + d);
+    float *memory = scratch_memory(d, group);
+    const attention_scratch w = scratch_for(memory, d, group);
+    for (size_t item = (size_t)index; item < items; item += (size_t)count) {
+        const size_t kvh = item / split->chunks, chunk = item % split->chunks;
+        const size_t from = chunk * split->chunk_positions, to = from + split->chunk_positions;
+        attend_block(job, 0, 1, kvh * group, group, from, to, &w, split->partials + item * stride);
+    }
+    free(memory);
+}
+
+static void attention_split(tllm_pool *pool, const attention_job *job, size_t chunks) {
+    const size_t group = job->heads / job->kv_heads, d = job->head_dim, visible = job->start + 1;
+    const size_t tiles = (visible + ATTENTION_TILE - 1) / ATTENTION_TILE;
+    const size_t stride = group * (2 + d);
+    split_job split = {job, chunks, ((tiles + chunks - 1) / chunks) * ATTENTION_TILE, NULL};
+    split.partials = malloc(job->kv_heads * chunks * stride * sizeof(float));
+    if (!split.partials) abort();
+    tllm_pool_run(pool, split_task, &split);
+    for (size_t kvh = 0; kvh < job->kv_heads; kvh++) {
+        for (size_t h = 0; h < group; h++) {
+            const float *first = split.partials + kvh * chunks * stride;
+            float top = -INFINITY;
+            for (size_t c = 0; c < chunks; c++) top = fmaxf(top, first[c * stride + h]);
+            float total = 0;
+            float *out = job->out + (kvh * group + h) * d;
+            memset(out, 0, d * sizeof(float));
+            for (size_t c = 0; c < chunks; c++) {
+                const float *part = first + c * stride;
+                if (part[group + h] == 0) continue;  // a range past this row's last position
+                const float weight = expf(part[h] - top);
+                total += part[group + h] * weight;
+                const float *acc = part + 2 * group + h * d;
+                for (size_t i = 0; i < d; i++) out[i] += acc[i] * weight;
+            }
+            for (size_t i = 0; i < d; i++) out[i] /= total;
+        }
+    }
+    free(split.partials);
 }
 
 void tllm_attention(tllm_pool *pool, const float *q, const tllm_kv_view *kv, float *out, size_t rows, size_t start,
                     size_t heads, size_t kv_heads, size_t head_dim, float scale) {
     attention_job job = {q, kv, out, rows, start, heads, kv_heads, head_dim, scale};
+    // One row: enough position ranges for two items per thread, each at least two tiles long.
+    const size_t threads = (size_t)tllm_pool_threads(pool);
+    const size_t tiles = (start + 1 + ATTENTION_TILE - 1) / ATTENTION_TILE;
+    size_t chunks = (2 * threads + kv_heads - 1) / kv_heads;
+    if (chunks > tiles / 2) chunks = tiles / 2;
+    if (rows == 1 && chunks > 1) {
+        attention_split(pool, &job, chunks);
+        return;
+    }
     tllm_pool_run(pool, attention_task, &job);
 }
 

@@ -4,11 +4,12 @@ import Testing
 /// Causal GQA attention over paged float32 and float16 caches against the double-precision
 /// reference, which reads the same rows from one contiguous array.
 @Suite struct AttentionTests {
-    /// (start, rows): a chunk within one tile, a prefill over several row blocks and tiles, a
-    /// decode step deep in the cache, a chunk that crosses tiles on both sides.
-    static let shapes: [(start: Int, rows: Int)] = [(37, 5), (0, 20), (100, 1), (70, 70)]
+    /// (start, rows): a chunk within one tile, a prefill over several row blocks and tiles, decode
+    /// steps deep in the cache (split into position ranges, the last one partly past the end),
+    /// a chunk that crosses tiles on both sides.
+    static let shapes: [(start: Int, rows: Int)] = [(37, 5), (0, 20), (100, 1), (70, 70), (700, 1), (130, 1)]
 
-    @Test(arguments: [false, true], [0, 1, 2, 3])
+    @Test(arguments: [false, true], [0, 1, 2, 3, 4, 5])
     func matchesTheReference(float16Cache: Bool, shape: Int) {
         let heads = 9
         let kvHeads = 3
