@@ -154,21 +154,24 @@ public actor WorkerService: RPCServiceProtocol {
             uuid: job.request.uuidList, ppIdx: Int32(route.rank),
             costTime: Float(Double(seconds) + Double(attoseconds) / 1e18))
         let logger = logger
-        async let reported: Void = {
+        // Status and Forward go out together. An unstructured task rather than `async let`: with
+        // Swift 6.3.1 on Linux a worker crashed in the runtime's completeTask (a jump to a data
+        // address) once under fault injection, and `async let` was this worker's only child task.
+        let reported = Task {
             do { _ = try await route.master.status(status) } catch {
                 logger.warning("step \(step): Status to \(route.master.channel.target) failed: \(error)")
             }
-        }()
+        }
         do {
             let answer = try await route.next.forward(result)
             if answer.status != 200 { logger.warning("step \(step): next hop answered \(answer.status) \(answer.msg)") }
         } catch {
             logger.error("step \(step): Forward to \(route.next.channel.target) failed: \(error)")
-            await reported
+            await reported.value
             await reportFailure(of: job.request.uuidList, step: step, route: route)
             return
         }
-        await reported
+        await reported.value
     }
 
     /// Tells the master that this stage could not complete a step (a `Status` with a negative
