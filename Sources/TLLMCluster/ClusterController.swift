@@ -105,9 +105,12 @@ public actor ClusterController {
     /// from the workers left (generation answers 503 until the range is covered again). A worker
     /// dropped while alive notices that the checks stopped and registers again (`WorkerNode`).
     func checkHealth() async {
+        let route = configured
         for (clientID, client) in zip(configured, clients) {
             var failure: (any Error)?
             for attempt in 1...Self.healthAttempts {
+                // The route may change while a check waits; its old channels are closed then.
+                guard configured == route else { return }
                 do {
                     _ = try await client.health(timeout: .seconds(3))
                     failure = nil
@@ -120,6 +123,7 @@ public actor ClusterController {
                     if attempt < Self.healthAttempts { try? await Task.sleep(for: .seconds(1)) }
                 }
             }
+            guard configured == route else { return }
             if let error = failure {
                 logger.error("worker \(clientID) at \(client.channel.target) failed its health check: \(error)")
                 await registry.unregister(clientID: clientID)

@@ -139,6 +139,9 @@ public actor WorkerRegistry {
             registration.ppRank >= 0 && registration.startIndex >= 0 && registration.endIndex > registration.startIndex
             && registration.endIndex <= totalLayers
         if restored {
+            // Its range is settled: waiting for memory reports could only produce a plan that
+            // does not fit it.
+            fixPlan(because: "worker \(registration.clientID) holds layers from before a master restart")
             return record(
                 registration.clientID, address: address, rank: registration.ppRank,
                 layers: registration.startIndex..<registration.endIndex, initialized: true)
@@ -160,12 +163,22 @@ public actor WorkerRegistry {
         return assignFreeRange(registration.clientID, address: address)
     }
 
-    /// Gives a new worker the first planned range nobody holds (every range covered: any one).
+    /// Gives a new worker the first run of layers nobody holds: the planned range that starts it
+    /// when the run follows the plan's boundaries, else the whole run (workers that kept their
+    /// ranges across a master restart may not follow this master's plan). Every layer covered:
+    /// any planned range (a standby).
     private func assignFreeRange(_ clientID: String, address: String) -> Assignment {
-        let covered = Set(workers.values.filter { $0.clientID != clientID }.map(\.layers))
-        let rank =
-            plan.ranges.indices.first { !covered.contains(plan.ranges[$0]) } ?? Int.random(in: plan.ranges.indices)
-        return record(clientID, address: address, rank: rank, layers: plan.ranges[rank], initialized: false)
+        var uncovered = IndexSet(integersIn: 0..<totalLayers)
+        for worker in workers.values where worker.clientID != clientID { uncovered.remove(integersIn: worker.layers) }
+        guard let gap = uncovered.rangeView.first else {
+            let rank = Int.random(in: plan.ranges.indices)
+            return record(clientID, address: address, rank: rank, layers: plan.ranges[rank], initialized: false)
+        }
+        let boundaries = Set(plan.ranges.map(\.lowerBound) + [totalLayers])
+        let rank = plan.ranges.firstIndex { $0.contains(gap.lowerBound) } ?? 0
+        let aligned = boundaries.contains(gap.lowerBound) && boundaries.contains(gap.upperBound)
+        return record(
+            clientID, address: address, rank: rank, layers: aligned ? plan.ranges[rank] : gap, initialized: false)
     }
 
     private func record(_ clientID: String, address: String, rank: Int, layers: Range<Int>, initialized: Bool)

@@ -69,8 +69,9 @@ public actor Scheduler {
         var aborted = false
         /// The lane whose steps this request joins.
         var lane = 0
-        /// Part of a step being computed: it must not join another or leave the batch.
-        var inFlight = false
+        /// The step computing it, if any: it must not join another or leave the batch meanwhile.
+        var step: Int?
+        var inFlight: Bool { step != nil }
 
         init(
             _ request: GenerationRequest, vocabularySize: Int, tokenizer: Tokenizer,
@@ -101,6 +102,10 @@ public actor Scheduler {
     private var stopped = false
     private var loop: Task<Void, Never>?
     private var wakeUp: CheckedContinuation<Void, Never>?
+    /// A wake-up that came while the loop was not parked (it was awaiting in `admit`, say): the
+    /// loop looks again instead of parking.
+    private var wakePending = false
+    private var nextStepID = 0
     /// Lanes as of the last look at the pipeline, and those with a step in flight.
     private var lanes = 1
     private var busyLanes: Set<Int> = []
@@ -157,8 +162,12 @@ public actor Scheduler {
     }
 
     private func wake() {
-        wakeUp?.resume()
-        wakeUp = nil
+        guard let wakeUp else {
+            wakePending = true
+            return
+        }
+        wakeUp.resume()
+        self.wakeUp = nil
     }
 
     /// The longest context a request may have: the configured one, or less when the whole KV
@@ -196,7 +205,13 @@ public actor Scheduler {
             if stopped && waiting.isEmpty && running.isEmpty && busyLanes.isEmpty { return }
             await updateLanes()
             await admit()
-            if !launchSteps() { await withCheckedContinuation { wakeUp = $0 } }
+            if !launchSteps() {
+                if wakePending {
+                    wakePending = false
+                    continue
+                }
+                await withCheckedContinuation { wakeUp = $0 }
+            }
         }
     }
 
@@ -219,19 +234,22 @@ public actor Scheduler {
     private func launchSteps() -> Bool {
         var launched = false
         for lane in 0..<lanes where !busyLanes.contains(lane) && busyLanes.count < lanes {
-            let group = running.filter { $0.lane == lane && !$0.inFlight }
+            let group = running.filter { $0.lane == lane && !$0.inFlight && !$0.aborted }
             guard !group.isEmpty else { continue }
             busyLanes.insert(lane)
-            for request in group { request.inFlight = true }
+            nextStepID += 1
+            let id = nextStepID
+            for request in group { request.step = id }
             launched = true
-            Task { await self.runStep(group, lane: lane) }
+            Task { await self.runStep(id, group, lane: lane) }
         }
         return launched
     }
 
-    private func runStep(_ group: [RequestState], lane: Int) async {
-        await step(group, lane: lane)
-        for request in group { request.inFlight = false }
+    private func runStep(_ id: Int, _ group: [RequestState], lane: Int) async {
+        await step(id, lane: lane)
+        // Not a request preempted out of this step and since launched in another.
+        for request in group where request.step == id { request.step = nil }
         busyLanes.remove(lane)
         wake()
     }
@@ -283,11 +301,11 @@ public actor Scheduler {
     /// Puts the most recently admitted request that is not in another lane's step back at the
     /// head of the queue, its pages released (into the prefix cache, where re-admission usually
     /// finds them again).
-    private func preemptYoungest(sparing lane: Int) async {
-        guard let index = running.lastIndex(where: { !$0.inFlight || $0.lane == lane }) else { return }
+    private func preemptYoungest(sparing step: Int) async {
+        guard let index = running.lastIndex(where: { !$0.inFlight || $0.step == step }) else { return }
         let victim = running.remove(at: index)
+        victim.step = nil
         await pipeline.release([victim.request.id])
-        victim.inFlight = false
         victim.prefilled = 0
         waiting.insert(victim, at: 0)
         preemptions += 1
@@ -298,7 +316,7 @@ public actor Scheduler {
 
     /// One forward over a lane's requests: decode rows first, then prefill chunks. Each request
     /// feeds the part of its context the cache lacks and samples once it has fed all of it.
-    private func step(_ group: [RequestState], lane: Int) async {
+    private func step(_ id: Int, lane: Int) async {
         let started = ContinuousClock.now
         var tokens: [Int32] = []
         var slices: [SequenceSlice] = []
@@ -312,7 +330,7 @@ public actor Scheduler {
             slices = []
             sampled = []
             fed = []
-            batch = group.filter { request in running.contains { $0 === request } }
+            batch = running.filter { $0.step == id }
             guard !batch.isEmpty else { return }  // all preempted: their lane starts again later
             var budget = configuration.maxBatchTokens
             for request in batch.filter(\.isDecoding) + batch.filter({ !$0.isDecoding }) where budget > 0 {
@@ -328,7 +346,7 @@ public actor Scheduler {
                 lease = try await cache.lease(slices, tokens: tokens)
                 break
             } catch KVCacheError.exhausted where running.count > 1 {
-                await preemptYoungest(sparing: lane)
+                await preemptYoungest(sparing: id)
             } catch {
                 await fail(batch, error: error)
                 return

@@ -164,6 +164,22 @@ import Testing
         try await worker.close()
     }
 
+    @Test func aFreshWorkerAfterAMasterRestartFillsTheGapLeftByRestoredRanges() async throws {
+        let worker = try await WorkerRegistryTests.listener()
+        let port = worker.localAddress!.port!
+        let registry = WorkerRegistry(totalLayers: 30, workers: 2, modelPath: "m", registrationWindow: .seconds(60))
+        // A survivor of the restart kept the weighted range it had: [0, 8). The plan is fixed at
+        // once (nobody waits for memory reports that could not fit it) ...
+        _ = await registry.register(
+            .init(clientID: "kept", hosts: ["127.0.0.1"], port: port, ppRank: 0, startIndex: 0, endIndex: 8))
+        #expect(await registry.planFixed)
+        // ... and a replacement takes the layers nobody holds, not the even plan's [15, 30).
+        let fresh = await registry.register(
+            .init(clientID: "fresh", hosts: ["127.0.0.1"], port: port, memory: Self.gib))
+        #expect(fresh.startIndex == 8 && fresh.endIndex == 30)
+        try await worker.close()
+    }
+
     @Test func configEntriesCarryMemory() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("tllm-config-\(UUID()).json")
         try Data(
