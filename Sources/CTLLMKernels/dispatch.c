@@ -17,10 +17,10 @@ static unsigned detect(void) {
     int zmm_ok = (xcr0_lo & 0xe6) == 0xe6;
     if (!ymm_ok) return 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
+    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512vl = (b >> 31) & 1, avx512bw = (b >> 30) & 1, vnni = (c >> 11) & 1;
     if (avx2 && f16c && fma) features |= TLLM_CPU_AVX2_F16C;
     if (avx512f && zmm_ok) features |= TLLM_CPU_AVX512F;
-    if (avx512f && avx512vl && vnni && zmm_ok && avx2 && f16c && fma) features |= TLLM_CPU_AVX512VNNI;
+    if (avx512f && avx512vl && avx512bw && vnni && zmm_ok && avx2 && f16c && fma) features |= TLLM_CPU_AVX512VNNI;
     return features;
 }
 #elif defined(__aarch64__)

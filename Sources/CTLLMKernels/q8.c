@@ -5,6 +5,7 @@
 #include "dispatch.h"
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -32,6 +33,14 @@ void tllm_quantize_activations(const float *x, tllm_block_q8_act *out, size_t n)
         out[b].d = d;
         out[b].s = d * (float)sum;
     }
+}
+
+tllm_block_q8_act *tllm_quantize_rows(const float *x, size_t x_stride, size_t batch, size_t cols) {
+    size_t blocks = cols / 32;
+    tllm_block_q8_act *xq = malloc((batch ? batch : 1) * blocks * sizeof(tllm_block_q8_act));
+    if (xq)
+        for (size_t b = 0; b < batch; b++) tllm_quantize_activations(x + b * x_stride, xq + b * blocks, cols);
+    return xq;
 }
 
 int tllm_q8_supported(int type) {
@@ -156,55 +165,42 @@ __attribute__((target("avx2"))) static inline __m128 hsum4_ps(__m256 a, __m256 b
 /// Four rows against one activation vector at once: each activation block is loaded once, and
 /// four independent accumulators hide the FMA latency that bounds a one-row loop (decode is
 /// one activation row, so this is where single-sequence speed comes from).
-#define DEFINE_Q8_DOTS4(SUFFIX, TARGET, DOT)                                                                        \
-    __attribute__((target(TARGET))) static void dot4_q4_0_q8_##SUFFIX(const uint8_t *w, size_t row_bytes,           \
+#define DEFINE_Q8_DOTS4(SUFFIX, TARGET, DOT)                                                                         \
+    /* Q4_0 and Q4_1 differ in block size and the offset term: -8·d·Σx, or m·Σx. */                                  \
+    __attribute__((target(TARGET), always_inline)) static inline void dot4_q4_q8_##SUFFIX(                           \
+        int q4_1, const uint8_t *w, size_t row_bytes, const tllm_block_q8_act *x, size_t nb, float *out) {           \
+        const size_t block = q4_1 ? sizeof(tllm_block_q4_1) : sizeof(tllm_block_q4_0), quants = q4_1 ? 4 : 2;        \
+        const uint8_t *r[4] = {w, w + row_bytes, w + 2 * row_bytes, w + 3 * row_bytes};                              \
+        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};          \
+        __m128 off = _mm_setzero_ps();                                                                               \
+        for (size_t b = 0; b < nb; b++) {                                                                            \
+            __m256i xs = _mm256_loadu_si256((const __m256i *)x[b].qs);                                               \
+            uint16_t dh[4], mh[4];                                                                                   \
+            for (int k = 0; k < 4; k++) {                                                                            \
+                memcpy(&dh[k], r[k] + b * block, 2);                                                                 \
+                memcpy(&mh[k], r[k] + b * block + 2, 2);                                                             \
+            }                                                                                                        \
+            __m128 d = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)dh));                                           \
+            float ds[4];                                                                                             \
+            _mm_storeu_ps(ds, _mm_mul_ps(d, _mm_set1_ps(x[b].d)));                                                   \
+            for (int k = 0; k < 4; k++)                                                                              \
+                a[k] = _mm256_fmadd_ps(_mm256_set1_ps(ds[k]),                                                        \
+                                       _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r[k] + b * block + quants), xs)), a[k]);\
+            off = q4_1 ? _mm_fmadd_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)mh)), _mm_set1_ps(x[b].s), off)  \
+                       : _mm_fmadd_ps(d, _mm_set1_ps(-8.0f * x[b].s), off);                                          \
+        }                                                                                                            \
+        _mm_storeu_ps(out, _mm_add_ps(hsum4_ps(a[0], a[1], a[2], a[3]), off));                                       \
+    }                                                                                                                \
+    __attribute__((target(TARGET))) static void dot4_q4_0_q8_##SUFFIX(const uint8_t *w, size_t row_bytes,            \
                                                                         const tllm_block_q8_act *x, size_t nb,       \
-                                                                        float *out) {                               \
-        const tllm_block_q4_0 *r0 = (const void *)w, *r1 = (const void *)(w + row_bytes),                          \
-                              *r2 = (const void *)(w + 2 * row_bytes), *r3 = (const void *)(w + 3 * row_bytes);     \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                                \
-        __m128 off = _mm_setzero_ps();                                                                              \
-        for (size_t b = 0; b < nb; b++) {                                                                           \
-            __m256i xs = _mm256_loadu_si256((const __m256i *)x[b].qs);                                              \
-            __m256 xd = _mm256_set1_ps(x[b].d);                                                                     \
-            __m128 d = _mm_cvtph_ps(_mm_setr_epi16(r0[b].d, r1[b].d, r2[b].d, r3[b].d, 0, 0, 0, 0));                \
-            a0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(d)), xd),                               \
-                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r0[b].qs), xs)), a0);                      \
-            a1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 1))), xd),         \
-                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r1[b].qs), xs)), a1);                      \
-            a2 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 2))), xd),         \
-                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r2[b].qs), xs)), a2);                      \
-            a3 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 3))), xd),         \
-                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r3[b].qs), xs)), a3);                      \
-            /* (q - 8) · x = q · x - 8 Σx */                                                                         \
-            off = _mm_fmadd_ps(d, _mm_set1_ps(-8.0f * x[b].s), off);                                                \
-        }                                                                                                           \
-        _mm_storeu_ps(out, _mm_add_ps(hsum4_ps(a0, a1, a2, a3), off));                                             \
-    }                                                                                                               \
-    __attribute__((target(TARGET))) static void dot4_q4_1_q8_##SUFFIX(const uint8_t *w, size_t row_bytes,           \
+                                                                        float *out) {                                \
+        dot4_q4_q8_##SUFFIX(0, w, row_bytes, x, nb, out);                                                            \
+    }                                                                                                                \
+    __attribute__((target(TARGET))) static void dot4_q4_1_q8_##SUFFIX(const uint8_t *w, size_t row_bytes,            \
                                                                         const tllm_block_q8_act *x, size_t nb,       \
-                                                                        float *out) {                               \
-        const tllm_block_q4_1 *r0 = (const void *)w, *r1 = (const void *)(w + row_bytes),                          \
-                              *r2 = (const void *)(w + 2 * row_bytes), *r3 = (const void *)(w + 3 * row_bytes);     \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                                \
-        __m128 off = _mm_setzero_ps();                                                                              \
-        for (size_t b = 0; b < nb; b++) {                                                                           \
-            __m256i xs = _mm256_loadu_si256((const __m256i *)x[b].qs);                                              \
-            __m256 xd = _mm256_set1_ps(x[b].d);                                                                     \
-            __m128 d = _mm_cvtph_ps(_mm_setr_epi16(r0[b].d, r1[b].d, r2[b].d, r3[b].d, 0, 0, 0, 0));                \
-            __m128 m = _mm_cvtph_ps(_mm_setr_epi16(r0[b].m, r1[b].m, r2[b].m, r3[b].m, 0, 0, 0, 0));                \
-            a0 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(d)), xd),                               \
-                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r0[b].qs), xs)), a0);                      \
-            a1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 1))), xd),         \
-                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r1[b].qs), xs)), a1);                      \
-            a2 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 2))), xd),         \
-                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r2[b].qs), xs)), a2);                      \
-            a3 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(d, d, 3))), xd),         \
-                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r3[b].qs), xs)), a3);                      \
-            off = _mm_fmadd_ps(m, _mm_set1_ps(x[b].s), off);                                                        \
-        }                                                                                                           \
-        _mm_storeu_ps(out, _mm_add_ps(hsum4_ps(a0, a1, a2, a3), off));                                             \
-    }                                                                                                               \
+                                                                        float *out) {                                \
+        dot4_q4_q8_##SUFFIX(1, w, row_bytes, x, nb, out);                                                            \
+    }                                                                                                                \
     __attribute__((target(TARGET))) static void dot4_q8_0_q8_##SUFFIX(const uint8_t *w, size_t row_bytes,           \
                                                                         const tllm_block_q8_act *x, size_t nb,       \
                                                                         float *out) {                               \
@@ -318,10 +314,8 @@ static void q8_task(void *raw, int index, int count) {
 int tllm_matmul_rows_q8(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols,
                         const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride) {
     if (!tllm_q8_supported(type) || cols % 32 != 0) return -1;
-    size_t blocks = cols / 32;
-    tllm_block_q8_act *xq = malloc(batch * blocks * sizeof(tllm_block_q8_act));
+    tllm_block_q8_act *xq = tllm_quantize_rows(x, x_stride, batch, cols);
     if (!xq) return -1;
-    for (size_t b = 0; b < batch; b++) tllm_quantize_activations(x + b * x_stride, xq + b * blocks, cols);
     q8_job job = {type, w, row_bytes, rows, cols, xq, batch, y, y_stride, dot4_for(type)};
     tllm_pool_run(pool, q8_task, &job);
     free(xq);

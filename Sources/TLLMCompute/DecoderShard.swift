@@ -75,17 +75,20 @@ public final class DecoderShard {
         func optionalVector(_ role: TensorRole) throws -> FloatStorage? {
             model.hasTensor(role) ? try vector(role) : nil
         }
+        func linear(_ role: TensorRole.LayerTensor, _ index: Int) throws -> Linear {
+            try Linear(model.tensor(.layer(index, role)), options: options)
+        }
         weights = try layers.map { index in
             LayerWeights(
                 attentionNorm: try vector(.layer(index, .attentionNorm)),
                 feedForwardNorm: try vector(.layer(index, .feedForwardNorm)),
-                query: try Linear(model.tensor(.layer(index, .query))),
-                key: try Linear(model.tensor(.layer(index, .key))),
-                value: try Linear(model.tensor(.layer(index, .value))),
-                output: try Linear(model.tensor(.layer(index, .attentionOutput))),
-                gate: try Linear(model.tensor(.layer(index, .gate))),
-                up: try Linear(model.tensor(.layer(index, .up))),
-                down: try Linear(model.tensor(.layer(index, .down))),
+                query: try linear(.query, index),
+                key: try linear(.key, index),
+                value: try linear(.value, index),
+                output: try linear(.attentionOutput, index),
+                gate: try linear(.gate, index),
+                up: try linear(.up, index),
+                down: try linear(.down, index),
                 queryBias: try optionalVector(.layer(index, .queryBias)),
                 keyBias: try optionalVector(.layer(index, .keyBias)),
                 valueBias: try optionalVector(.layer(index, .valueBias)))
@@ -149,11 +152,11 @@ public final class DecoderShard {
             for (layerIndex, layer) in weights.enumerated() {
                 tllm_rms_norm(x, layer.attentionNorm.pointer, normed.pointer, rows, c.hiddenSize, c.rmsNormEpsilon)
                 layer.query.apply(
-                    normed.pointer, rows: rows, into: q.pointer, pool: pool, int8Activations: options.int8Activations)
+                    normed.pointer, rows: rows, into: q.pointer, pool: pool)
                 layer.key.apply(
-                    normed.pointer, rows: rows, into: k.pointer, pool: pool, int8Activations: options.int8Activations)
+                    normed.pointer, rows: rows, into: k.pointer, pool: pool)
                 layer.value.apply(
-                    normed.pointer, rows: rows, into: v.pointer, pool: pool, int8Activations: options.int8Activations)
+                    normed.pointer, rows: rows, into: v.pointer, pool: pool)
                 addBias(layer.queryBias, to: q.pointer, rows: rows, width: qWidth)
                 addBias(layer.keyBias, to: k.pointer, rows: rows, width: kvWidth)
                 addBias(layer.valueBias, to: v.pointer, rows: rows, width: kvWidth)
@@ -181,20 +184,17 @@ public final class DecoderShard {
                     row += slice.rows
                 }
                 layer.output.apply(
-                    attention.pointer, rows: rows, into: projected.pointer, pool: pool,
-                    int8Activations: options.int8Activations)
+                    attention.pointer, rows: rows, into: projected.pointer, pool: pool)
                 for i in 0..<(rows * c.hiddenSize) { x[i] += projected.pointer[i] }
 
                 tllm_rms_norm(x, layer.feedForwardNorm.pointer, normed.pointer, rows, c.hiddenSize, c.rmsNormEpsilon)
                 layer.gate.apply(
-                    normed.pointer, rows: rows, into: gate.pointer, pool: pool, int8Activations: options.int8Activations
-                )
+                    normed.pointer, rows: rows, into: gate.pointer, pool: pool)
                 layer.up.apply(
-                    normed.pointer, rows: rows, into: up.pointer, pool: pool, int8Activations: options.int8Activations)
+                    normed.pointer, rows: rows, into: up.pointer, pool: pool)
                 tllm_silu_mul(gate.pointer, up.pointer, gate.pointer, rows * c.intermediateSize)
                 layer.down.apply(
-                    gate.pointer, rows: rows, into: projected.pointer, pool: pool,
-                    int8Activations: options.int8Activations)
+                    gate.pointer, rows: rows, into: projected.pointer, pool: pool)
                 for i in 0..<(rows * c.hiddenSize) { x[i] += projected.pointer[i] }
             }
         }

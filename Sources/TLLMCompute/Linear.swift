@@ -9,12 +9,20 @@ import TLLMModelFiles
 /// quantised dot-product kernels; for many rows at once (prefill) they are dequantised a
 /// tile at a time and multiplied with OpenBLAS sgemm. Float safetensors are used in place
 /// (F32, F16) or converted once (BF16, MLX-quantised: to float32).
+///
+/// With 8-bit activations, Q4_0 / Q4_1 / Q8_0 matrices of whole 16-row groups are repacked once
+/// into interleaved groups (docs/packed-weights.md) and the file's pages are released, so the
+/// copy costs no memory; every product below the sgemm threshold then uses the packed kernel.
 struct Linear: @unchecked Sendable {
     let outputs: Int
     let inputs: Int
     private let type: Int32
     private let rowBytes: Int
     private let base: UnsafeRawPointer
+    /// Whether `base` holds the packed 16-row groups instead of rows.
+    private let packed: Bool
+    /// Quantise activations to 8 bits for products of fewer than `sgemmMinimumRows` rows.
+    private let int8Activations: Bool
     /// Keeps the mapping or the converted copy alive.
     private let owner: AnyObject
 
@@ -23,18 +31,32 @@ struct Linear: @unchecked Sendable {
     /// Rows of weights dequantised per sgemm tile (bounded scratch: 256 × inputs floats).
     static let tileRows = 256
 
-    init(_ tensor: WeightTensor) throws {
+    /// The weight of `tensor`. Repacking runs on the calling thread: a compute pool may be busy
+    /// with another shard's step while this one loads.
+    init(_ tensor: WeightTensor, options: ComputeOptions = ComputeOptions()) throws {
         guard tensor.shape.count == 2 else {
             throw ComputeError.badWeight("\(tensor.name) is not a matrix: \(tensor.shape)")
         }
         outputs = tensor.shape[0]
         inputs = tensor.shape[1]
+        int8Activations = options.int8Activations
+        var packed = false
         switch tensor.storage {
         case .gguf(let ggml, let bytes):
             type = Int32(bitPattern: ggml.rawValue)
             rowBytes = bytes.count / outputs
-            base = bytes.baseAddress!
-            owner = tensor.owner
+            if options.int8Activations && tllm_q8_packable(type, outputs, inputs) != 0 {
+                let copy = PackedStorage(byteCount: bytes.count)
+                let status = tllm_q8_pack(nil, type, bytes.baseAddress, rowBytes, outputs, inputs, copy.pointer)
+                precondition(status == 0, "packing \(tensor.name) failed")
+                Self.releasePages(of: bytes)
+                base = UnsafeRawPointer(copy.pointer)
+                owner = copy
+                packed = true
+            } else {
+                base = bytes.baseAddress!
+                owner = tensor.owner
+            }
         case .float(.f32, let bytes):
             type = Int32(TLLM_TYPE_F32.rawValue)
             rowBytes = inputs * 4
@@ -52,17 +74,31 @@ struct Linear: @unchecked Sendable {
             base = UnsafeRawPointer(values.pointer)
             owner = values
         }
+        self.packed = packed
     }
 
-    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. With `int8Activations`, one-row products (a
-    /// single sequence's decode) of Q4_0 / Q4_1 / Q8_0 weights quantise x to 8 bits and use
-    /// integer dot products, four weight rows at a time. Several rows share each dequantised
-    /// weight block in the float kernel instead, which the 8-bit path cannot.
-    func apply(
-        _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool,
-        int8Activations: Bool = false
-    ) {
+    /// Drops the mapped file pages of a weight that was copied (they are read back from the
+    /// file should anything touch them again), so the copy does not double the resident size.
+    private static func releasePages(of bytes: UnsafeRawBufferPointer) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: bytes.baseAddress!) + page - 1) / page * page
+        let end = (Int(bitPattern: bytes.baseAddress!) + bytes.count) / page * page
+        guard end > start, let address = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        madvise(address, end - start, MADV_DONTNEED)
+    }
+
+    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. With 8-bit activations, products of Q4_0 /
+    /// Q4_1 / Q8_0 weights below the sgemm threshold quantise x and use integer dot products:
+    /// on packed weights for any number of rows, on row-layout weights (shapes that do not
+    /// pack) for a single row, where the float kernel cannot share dequantised blocks.
+    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
         withExtendedLifetime(owner) {
+            if packed {
+                let status = tllm_matmul_packed_q8(
+                    pool.pointer, type, base, outputs, inputs, x, inputs, rows, y, outputs)
+                precondition(status == 0, "packed 8-bit matmul on weight type \(type) failed")
+                return
+            }
             if int8Activations && rows == 1 && tllm_q8_supported(type) != 0 {
                 let status = tllm_matmul_rows_q8(
                     pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, y, outputs)
@@ -78,7 +114,8 @@ struct Linear: @unchecked Sendable {
             // Many rows: each pool thread dequantises its own tiles of weight rows and runs a
             // single-threaded sgemm on them (OpenBLAS's own threads would spin against ours).
             var job = TiledProduct(
-                type: type, weights: base, rowBytes: rowBytes, outputs: outputs, inputs: inputs, x: x, rows: rows, y: y)
+                type: type, weights: base, rowBytes: rowBytes, packed: packed, outputs: outputs, inputs: inputs, x: x,
+                rows: rows, y: y)
             withUnsafeMutablePointer(to: &job) { pointer in
                 tllm_pool_run(
                     pool.pointer,
@@ -93,7 +130,9 @@ struct Linear: @unchecked Sendable {
     /// One row of the weight as float32 (embedding lookup).
     func row(_ index: Int, into output: UnsafeMutablePointer<Float>) {
         withExtendedLifetime(owner) {
-            _ = tllm_dequantize_rows(type, base, rowBytes, inputs, index, 1, output)
+            TiledProduct.dequantize(
+                type, base, rowBytes: rowBytes, packed: packed, inputs: inputs,
+                rows: index..<(index + 1), into: output)
         }
     }
 }
@@ -103,6 +142,7 @@ private struct TiledProduct {
     let type: Int32
     let weights: UnsafeRawPointer
     let rowBytes: Int
+    let packed: Bool
     let outputs: Int
     let inputs: Int
     let x: UnsafePointer<Float>
@@ -121,7 +161,9 @@ private struct TiledProduct {
                 matrix = (weights + start * rowBytes).assumingMemoryBound(to: Float.self)
             } else {
                 if tile == nil { tile = .allocate(capacity: Linear.tileRows * inputs) }
-                tllm_dequantize_rows(type, weights, rowBytes, inputs, start, count, tile!)
+                Self.dequantize(
+                    type, weights, rowBytes: rowBytes, packed: packed, inputs: inputs, rows: start..<(start + count),
+                    into: tile!)
                 matrix = UnsafePointer(tile!)
             }
             // y[:, start ..< start+count] = x · tileᵀ, written with row stride `outputs`.
@@ -130,6 +172,25 @@ private struct TiledProduct {
                 matrix, Int32(inputs), 0, y + start, Int32(outputs))
         }
     }
+
+    /// Weight rows as float32, from either layout.
+    static func dequantize(
+        _ type: Int32, _ weights: UnsafeRawPointer, rowBytes: Int, packed: Bool, inputs: Int, rows: Range<Int>,
+        into output: UnsafeMutablePointer<Float>
+    ) {
+        let status =
+            packed
+            ? tllm_dequantize_packed(type, weights, inputs, rows.lowerBound, rows.count, output)
+            : tllm_dequantize_rows(type, weights, rowBytes, inputs, rows.lowerBound, rows.count, output)
+        precondition(status == 0, "dequantising weight type \(type) failed")
+    }
+}
+
+/// A 64-byte-aligned heap copy of packed weights.
+final class PackedStorage: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+    init(byteCount: Int) { pointer = .allocate(byteCount: max(byteCount, 1), alignment: 64) }
+    deinit { pointer.deallocate() }
 }
 
 /// A heap array of floats with a stable address.

@@ -18,9 +18,11 @@ public final class ModelHead {
         self.options = options
         configuration = model.configuration
         self.pool = pool
-        embedding = try Linear(model.tensor(.embedding))
+        // Only an embedding that is also the LM head is worth packing for the 8-bit path.
+        let tied = !model.hasTensor(.output)
+        embedding = try Linear(model.tensor(.embedding), options: tied ? options : ComputeOptions())
         outputNorm = FloatStorage(try model.tensor(.outputNorm).dequantize())
-        output = model.hasTensor(.output) ? try Linear(model.tensor(.output)) : embedding
+        output = tied ? embedding : try Linear(model.tensor(.output), options: options)
         guard embedding.inputs == configuration.hiddenSize else {
             throw ComputeError.badWeight(
                 "embedding width \(embedding.inputs) ≠ hidden size \(configuration.hiddenSize)")
@@ -55,8 +57,7 @@ public final class ModelHead {
         normed.withUnsafeBufferPointer { input in
             logits.withUnsafeMutableBufferPointer { out in
                 output.apply(
-                    input.baseAddress!, rows: rows, into: out.baseAddress!, pool: pool,
-                    int8Activations: options.int8Activations)
+                    input.baseAddress!, rows: rows, into: out.baseAddress!, pool: pool)
             }
         }
         return logits

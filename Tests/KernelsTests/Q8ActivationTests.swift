@@ -91,6 +91,63 @@ import Testing
         }
     }
 
+    /// Packed 16-row groups: every path gives the row-layout reference for batches of 1 to 6
+    /// activation rows (one and two passes of up to four), the packed rows dequantise to exactly
+    /// the row-layout values, and shapes that do not pack are refused.
+    @Test func packedGroupsMatchTheRowLayout() {
+        let columns = 320
+        let rows = 48
+        for (name, type) in Self.types {
+            let traits = tllm_type_traits_of(type)
+            let rowBytes = columns / traits.block_size * traits.type_size
+            let weights = DotProductTests.randomRows(type: type, rows: rows, columns: columns)
+            var packed = [UInt8](repeating: 0, count: weights.count)
+            #expect(tllm_q8_pack(nil, type, weights, rowBytes, rows, columns, &packed) == 0)
+            #expect(packed != weights, "\(name): packing changed nothing")
+            // Dequantised rows, including a range that starts and ends inside groups.
+            var fromRows = [Float](repeating: 0, count: 21 * columns)
+            var fromPacked = [Float](repeating: .nan, count: 21 * columns)
+            tllm_dequantize_rows(type, weights, rowBytes, columns, 13, 21, &fromRows)
+            #expect(tllm_dequantize_packed(type, packed, columns, 13, 21, &fromPacked) == 0)
+            #expect(fromRows == fromPacked, "\(name): packed rows dequantise differently")
+            var all = [Float](repeating: 0, count: rows * columns)
+            tllm_dequantize_rows(type, weights, rowBytes, columns, 0, rows, &all)
+            for batch in [1, 4, 6] {
+                let x = (0..<(batch * columns)).map { _ in Float.random(in: -2...2) }
+                // The scalar integer reference on the row layout (no SIMD path enabled).
+                var expected = [Float](repeating: 0, count: batch * rows)
+                tllm_set_cpu_features(0)
+                #expect(
+                    tllm_matmul_rows_q8(nil, type, weights, rowBytes, rows, columns, x, columns, batch, &expected, rows)
+                        == 0)
+                tllm_set_cpu_features(~0)
+                for mask in Self.paths {
+                    tllm_set_cpu_features(mask)
+                    defer { tllm_set_cpu_features(~0) }
+                    var y = [Float](repeating: .nan, count: batch * rows)
+                    #expect(tllm_matmul_packed_q8(nil, type, packed, rows, columns, x, columns, batch, &y, rows) == 0)
+                    for index in 0..<(batch * rows) {
+                        // Summation order differs: allow rounding relative to Σ|w·x| of the row.
+                        let (i, row) = index.quotientAndRemainder(dividingBy: rows)
+                        let scale = (0..<columns).reduce(Float(0)) {
+                            $0 + abs(all[row * columns + $1] * x[i * columns + $1])
+                        }
+                        #expect(
+                            abs(y[index] - expected[index]) <= scale * 4e-6 + 1e-5,
+                            "\(name) path \(mask) batch \(batch) row \(row): \(y[index]) vs \(expected[index])")
+                    }
+                }
+            }
+        }
+        let q40 = Int32(2)
+        let bytes = [UInt8](repeating: 0, count: 18 * 24)
+        var out = bytes
+        #expect(tllm_q8_packable(q40, 24, 32) == 0, "24 rows are not whole groups of 16")
+        #expect(tllm_q8_pack(nil, q40, bytes, 18, 24, 32, &out) == -1)
+        #expect(tllm_q8_packable(12, 16, 256) == 0, "Q4_K has no 8-bit path")
+        #expect(tllm_q8_packable(q40, 16, 32) == 1)
+    }
+
     @Test func quantisationRoundTripsWithinHalfAStep() {
         let x = (0..<256).map { _ in Float.random(in: -5...5) }
         var blocks = [tllm_block_q8_act](repeating: tllm_block_q8_act(), count: 8)

@@ -22,6 +22,10 @@ _Static_assert(sizeof(tllm_block_q8_act) == 40, "wrong q8 activation block size"
 /// Quantises `n` floats (a multiple of 32) to activation blocks (round to nearest).
 void tllm_quantize_activations(const float *x, tllm_block_q8_act *out, size_t n);
 
+/// `batch` rows of `cols` floats (`x_stride` apart) quantised into a malloc'ed array of
+/// activation blocks, row after row; NULL when out of memory. The caller frees it.
+tllm_block_q8_act *tllm_quantize_rows(const float *x, size_t x_stride, size_t batch, size_t cols);
+
 /// Whether a weight type has an 8-bit-activation dot product (Q4_0, Q4_1, Q8_0).
 int tllm_q8_supported(int type);
 
@@ -33,6 +37,26 @@ float tllm_vec_dot_q8_ref(int type, const void *row, const tllm_block_q8_act *x,
 /// the type has no 8-bit path or the shape is not whole blocks.
 int tllm_matmul_rows_q8(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols,
                         const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride);
+
+/// Rows per interleaved group of the packed layout (docs/packed-weights.md).
+#define TLLM_Q8_PACK_ROWS 16
+
+/// Whether `rows` × `cols` weights of `type` can be packed: an 8-bit type, rows a multiple of
+/// TLLM_Q8_PACK_ROWS, whole blocks.
+int tllm_q8_packable(int type, size_t rows, size_t cols);
+
+/// Rewrites row-major weights into groups of 16 rows, the same number of bytes: per group and
+/// block, the rows' scales (d, then m for Q4_1), then their quant bytes interleaved 4 at a
+/// time. Split over the pool. Returns -1 when not packable.
+int tllm_q8_pack(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols, void *out);
+
+/// As tllm_matmul_rows_q8, on packed weights (any batch; four activation rows share each pass).
+int tllm_matmul_packed_q8(tllm_pool *pool, int type, const void *packed, size_t rows, size_t cols, const float *x,
+                          size_t x_stride, size_t batch, float *y, size_t y_stride);
+
+/// Rows [row_start, row_start + row_count) of packed weights as float32, `cols` apart.
+int tllm_dequantize_packed(int type, const void *packed, size_t cols, size_t row_start, size_t row_count,
+                           float *out);
 
 #ifdef __cplusplus
 }
