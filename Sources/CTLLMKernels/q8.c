@@ -166,30 +166,37 @@ __attribute__((target("avx2"))) static inline __m128 hsum4_ps(__m256 a, __m256 b
 /// four independent accumulators hide the FMA latency that bounds a one-row loop (decode is
 /// one activation row, so this is where single-sequence speed comes from).
 #define DEFINE_Q8_DOTS4(SUFFIX, TARGET, DOT)                                                                         \
-    /* Q4_0 and Q4_1 differ in block size and the offset term: -8·d·Σx, or m·Σx. */                                  \
+    /* Q4_0 and Q4_1 differ in block size and the offset term: -8·d·Σx, or m·Σx. Four named                          \
+       accumulators: with an array and a loop over rows, -O2 may keep them in memory. */                             \
     __attribute__((target(TARGET), always_inline)) static inline void dot4_q4_q8_##SUFFIX(                           \
         int q4_1, const uint8_t *w, size_t row_bytes, const tllm_block_q8_act *x, size_t nb, float *out) {           \
         const size_t block = q4_1 ? sizeof(tllm_block_q4_1) : sizeof(tllm_block_q4_0), quants = q4_1 ? 4 : 2;        \
-        const uint8_t *r[4] = {w, w + row_bytes, w + 2 * row_bytes, w + 3 * row_bytes};                              \
-        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};          \
+        const uint8_t *r0 = w, *r1 = w + row_bytes, *r2 = w + 2 * row_bytes, *r3 = w + 3 * row_bytes;                \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                                  \
         __m128 off = _mm_setzero_ps();                                                                               \
-        for (size_t b = 0; b < nb; b++) {                                                                            \
+        for (size_t b = 0; b < nb; b++, r0 += block, r1 += block, r2 += block, r3 += block) {                        \
             __m256i xs = _mm256_loadu_si256((const __m256i *)x[b].qs);                                               \
-            uint16_t dh[4], mh[4];                                                                                   \
-            for (int k = 0; k < 4; k++) {                                                                            \
-                memcpy(&dh[k], r[k] + b * block, 2);                                                                 \
-                memcpy(&mh[k], r[k] + b * block + 2, 2);                                                             \
+            uint16_t h[8];                                                                                           \
+            memcpy(&h[0], r0, 2), memcpy(&h[1], r1, 2), memcpy(&h[2], r2, 2), memcpy(&h[3], r3, 2);                  \
+            __m128 d = _mm_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], 0, 0, 0, 0));                             \
+            __m128 dx = _mm_mul_ps(d, _mm_set1_ps(x[b].d));                                                          \
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(dx)),                                                  \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r0 + quants), xs)), a0);                    \
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(dx, dx, 1))),                           \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r1 + quants), xs)), a1);                    \
+            a2 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(dx, dx, 2))),                           \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r2 + quants), xs)), a2);                    \
+            a3 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(dx, dx, 3))),                           \
+                                 _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r3 + quants), xs)), a3);                    \
+            if (q4_1) {                                                                                              \
+                memcpy(&h[4], r0 + 2, 2), memcpy(&h[5], r1 + 2, 2), memcpy(&h[6], r2 + 2, 2), memcpy(&h[7], r3 + 2, 2);\
+                __m128 m = _mm_cvtph_ps(_mm_setr_epi16(h[4], h[5], h[6], h[7], 0, 0, 0, 0));                         \
+                off = _mm_fmadd_ps(m, _mm_set1_ps(x[b].s), off);                                                     \
+            } else {                                                                                                 \
+                off = _mm_fmadd_ps(d, _mm_set1_ps(-8.0f * x[b].s), off);                                             \
             }                                                                                                        \
-            __m128 d = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)dh));                                           \
-            float ds[4];                                                                                             \
-            _mm_storeu_ps(ds, _mm_mul_ps(d, _mm_set1_ps(x[b].d)));                                                   \
-            for (int k = 0; k < 4; k++)                                                                              \
-                a[k] = _mm256_fmadd_ps(_mm256_set1_ps(ds[k]),                                                        \
-                                       _mm256_cvtepi32_ps(DOT(nibbles_to_bytes(r[k] + b * block + quants), xs)), a[k]);\
-            off = q4_1 ? _mm_fmadd_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)mh)), _mm_set1_ps(x[b].s), off)  \
-                       : _mm_fmadd_ps(d, _mm_set1_ps(-8.0f * x[b].s), off);                                          \
         }                                                                                                            \
-        _mm_storeu_ps(out, _mm_add_ps(hsum4_ps(a[0], a[1], a[2], a[3]), off));                                       \
+        _mm_storeu_ps(out, _mm_add_ps(hsum4_ps(a0, a1, a2, a3), off));                                               \
     }                                                                                                                \
     __attribute__((target(TARGET))) static void dot4_q4_0_q8_##SUFFIX(const uint8_t *w, size_t row_bytes,            \
                                                                         const tllm_block_q8_act *x, size_t nb,       \

@@ -17,17 +17,18 @@
 #include <immintrin.h>
 #endif
 
-enum {
-    GROUP = TLLM_Q8_PACK_ROWS,
-    /// Bytes ahead of the block in use that the kernels prefetch: one core's hardware
-    /// prefetchers alone keep a single stream at about half the bandwidth it can read (measured
-    /// with Benchmarks/kernels; 2–8 KiB ahead all do better than none).
-    PREFETCH_AHEAD = 4096,
-};
+enum { GROUP = TLLM_Q8_PACK_ROWS };
+
+/// Bytes ahead of the block in use that the kernels prefetch: one core's hardware prefetchers
+/// alone keep a single stream at about half the bandwidth it can read (Benchmarks/kernels
+/// builds with 0 and with this; 2–8 KiB ahead all did better than none).
+#ifndef TLLM_PREFETCH_AHEAD
+#define TLLM_PREFETCH_AHEAD 4096
+#endif
 
 #if defined(__x86_64__)
 static inline void prefetch_block(const uint8_t *block, size_t bytes) {
-    for (size_t line = 0; line < bytes; line += 64) _mm_prefetch((const char *)block + PREFETCH_AHEAD + line, _MM_HINT_T0);
+    for (size_t line = 0; TLLM_PREFETCH_AHEAD && line < bytes; line += 64) _mm_prefetch((const char *)block + TLLM_PREFETCH_AHEAD + line, _MM_HINT_T0);
 }
 #endif
 
