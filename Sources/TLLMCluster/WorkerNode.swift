@@ -124,7 +124,8 @@ public actor WorkerNode {
                     try await Task.sleep(for: .seconds(5))
                     continue
                 }
-                if case .up(let instance) = await master.health() { masterInstance = instance }
+                // Our master names its process in the answer; the original's does not (nil).
+                masterInstance = answer["instance"] as? String
                 logger.log(
                     level: quietly ? .debug : .info,
                     "serving layers [\(start), \(end)) as pp_rank \(rank) for \(master.baseURL)")

@@ -107,6 +107,9 @@ public struct OpenAIService: Sendable {
                     ("pp_rank", .int(answer.ppRank)), ("start_idx", .int(answer.startIndex)),
                     ("end_idx", .int(answer.endIndex)), ("msg", .optional(answer.message)),
                     ("repo_path", .optional(answer.repoPath)),
+                    // Extension: the same instance as /health's header, so a worker knows which
+                    // master process accepted it without a second call that could fail.
+                    ("instance", .string(Self.instance)),
                 ]))
         }
         router.post("/init_model") { request, context in

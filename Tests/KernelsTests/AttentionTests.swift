@@ -11,10 +11,19 @@ import Testing
 
     @Test(arguments: [false, true], [0, 1, 2, 3, 4, 5])
     func matchesTheReference(float16Cache: Bool, shape: Int) {
-        let heads = 9
-        let kvHeads = 3
-        let dimension = 64
         let (start, rows) = Self.shapes[shape]
+        check(start: start, rows: rows, heads: 9, kvHeads: 3, float16Cache: float16Cache)
+    }
+
+    /// One KV head on 2 threads splits a decode row into 4 ranges of whole tiles: at position 270
+    /// (9 tiles, 3 per range) the last range starts past the row's end and contributes nothing.
+    @Test(arguments: [false, true])
+    func splitDecodeWithARangePastTheEnd(float16Cache: Bool) {
+        check(start: 270, rows: 1, heads: 4, kvHeads: 1, float16Cache: float16Cache)
+    }
+
+    func check(start: Int, rows: Int, heads: Int, kvHeads: Int, float16Cache: Bool) {
+        let dimension = 64
         let kvWidth = kvHeads * dimension
         let positions = start + rows
         let q = (0..<(rows * heads * dimension)).map { _ in Float.random(in: -1...1) }

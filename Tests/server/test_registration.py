@@ -20,7 +20,10 @@ def test_register_then_init(start_server, model_path, worker_port):
     s = start_server("registry", client_size=2)
     http = s.http()
     first = http.post("/register_client", json={"client_id": "py-a", "host": ["127.0.0.1"], "port": worker_port}).json()
-    assert first == {"pp_rank": 0, "start_idx": 0, "end_idx": 15, "msg": "success", "repo_path": str(model_path)}
+    # The original's fields, plus our "instance": the master process, as /health's header names it.
+    health = http.get("/health")
+    assert first == {"pp_rank": 0, "start_idx": 0, "end_idx": 15, "msg": "success", "repo_path": str(model_path),
+                     "instance": health.headers["tllm-instance"]}
     second = http.post(
         "/register_client",
         json={"client_id": "py-b", "host": ["10.255.255.1", "127.0.0.1"], "port": worker_port,
