@@ -157,6 +157,21 @@ import Testing
             let q = withUnsafeBytes(of: block.qs) { Int8(bitPattern: $0[index % 32]) }
             #expect(abs(Float(q) * block.d - value) <= block.d / 2 + 1e-6)
         }
+        // Every path quantises to the same bytes as the scalar reference (mask 0).
+        let paths = KernelPaths.available(top: TLLM_CPU_AVX512F)
+        let results = paths.map { mask -> [tllm_block_q8_act] in
+            tllm_set_cpu_features(mask)
+            defer { tllm_set_cpu_features(~0) }
+            var out = [tllm_block_q8_act](repeating: tllm_block_q8_act(), count: 8)
+            tllm_quantize_activations(x, &out, 256)
+            return out
+        }
+        for (mask, result) in zip(paths, results) {
+            for (a, b) in zip(result, results[0]) {
+                let same = withUnsafeBytes(of: a) { ra in withUnsafeBytes(of: b) { rb in ra.elementsEqual(rb) } }
+                #expect(same, "path \(mask) quantises differently from the reference")
+            }
+        }
         #expect(tllm_matmul_rows_q8(nil, 12, [UInt8](repeating: 0, count: 144), 144, 1, 256, x, 256, 1, nil, 1) == -1)
     }
 }
