@@ -10,7 +10,7 @@
 #                                                                         SmolLM2 Q4_1)
 # Environment: TLLM_BENCH_THREADS (2), TLLM_BENCH_REQUESTS_PER_CLIENT (4; at least 8 requests per
 # run), TLLM_SERVER_BIN (a tllm.server to use instead of building one), LLAMA_CPP_BIN (an existing
-# llama.cpp build, see Benchmarks/build-llama-cpp.sh).
+# llama.cpp build, see Benchmarks/build-llama-cpp.sh), TLLM_SERVER_ARGS (extra flags for ours).
 set -euo pipefail
 model="" out=/tmp/tllm-serving-$(date +%Y%m%d-%H%M%S).json
 while (($#)); do
@@ -99,6 +99,9 @@ prefix_workload() {
 }
 
 ours=(--is_local --model_path "$model" --hostname 127.0.0.1 --threads "$threads")
+# Extra flags for our server, e.g. TLLM_SERVER_ARGS=--int8_activations (llama.cpp's numerics).
+read -r -a extra <<<"${TLLM_SERVER_ARGS:-}"
+ours+=("${extra[@]}")
 new_port
 start_server "${out%.json}.tllm.log" "$server" "${ours[@]}" --http_port "$port"
 concurrency_workloads tllm
