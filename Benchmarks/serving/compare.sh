@@ -107,7 +107,8 @@ start_server "${out%.json}.tllm.log" "$server" "${ours[@]}" --http_port "$port"
 concurrency_workloads tllm
 prefix_workload tllm
 stop_server
-if "$server" --help 2>&1 | grep -q -- --disable_prefix_cache; then
+# Not `--help | grep -q`: grep quitting early fails the pipeline (pipefail) and skipped this.
+if grep -q -- --disable_prefix_cache <<<"$("$server" --help 2>&1)"; then
     new_port
     start_server "${out%.json}.tllm-no-prefix-cache.log" \
         "$server" "${ours[@]}" --http_port "$port" --disable_prefix_cache
