@@ -17,6 +17,8 @@ if [ "${1:-}" = "--tests" ]; then
         chromium-driver # its WebDriver, driven by Selenium
         iproute2        # ip / tc: network namespaces, veths and rate limits (Tests/server/test_netns_cluster.py)
         nftables        # nft: redirects a node's gRPC port to the delay proxy in that test
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross # builds the kernels for arm64 (Tests/neon)
+        qemu-user       # qemu-aarch64: runs that build's NEON checks on this x86 machine
     )
 fi
 missing=()

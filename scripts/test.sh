@@ -23,7 +23,7 @@ echo "== swift test"
 swift test --skip-build 2>&1 | tee "$logs/swift.log" | grep -E '✘|Test run|error:' 
 swift_status=${PIPESTATUS[0]}
 
-echo "== pytest (Python peers: grpcio interop; openai / aiohttp against tllm.server)"
+echo "== pytest (Python peers: grpcio interop; openai / aiohttp against tllm.server; NEON under qemu)"
 # One invocation, one summary line. Tests/server goes first: both directories have a package-less
 # conftest.py imported as `conftest`, and test_grpc_interop.py does `from conftest import ...`,
 # which must find the interop one (the last conftest pytest loads from the command line).
@@ -31,7 +31,7 @@ TLLM_RPC_BIN="$root/.build/debug/tllm-rpc" \
     TLLM_SERVER_BIN="$root/.build/debug/tllm.server" \
     TLLM_GENERATE_BIN="$root/.build/debug/tllm-generate" \
     TLLM_CLIENT_BIN="$root/.build/debug/tllm.client" \
-    "$venv/bin/python" -m pytest -q Tests/server Tests/interop 2>&1 | tee "$logs/pytest.log" | tail -n 30
+    "$venv/bin/python" -m pytest -q Tests/server Tests/neon Tests/interop 2>&1 | tee "$logs/pytest.log" | tail -n 30
 pytest_status=${PIPESTATUS[0]}
 
 # One closing line over both runners.

@@ -10,6 +10,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 // MARK: - Reference: dequantise (bit-exact) and accumulate in double
@@ -241,6 +243,97 @@ static float dot_q4_1_avx2(const tllm_block_q4_1 *b, const float *x, size_t nb) 
 
 #endif  // __x86_64__
 
+
+#if defined(__aarch64__)
+
+// MARK: - NEON (baseline Armv8-A: every arm64 core has it)
+
+static inline float32x4_t half4(const uint16_t *h) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h))); }
+
+static float dot_f32_neon(const float *w, const float *x, size_t n) {
+    float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = vfmaq_f32(a0, vld1q_f32(w + i), vld1q_f32(x + i));
+        a1 = vfmaq_f32(a1, vld1q_f32(w + i + 4), vld1q_f32(x + i + 4));
+        a2 = vfmaq_f32(a2, vld1q_f32(w + i + 8), vld1q_f32(x + i + 8));
+        a3 = vfmaq_f32(a3, vld1q_f32(w + i + 12), vld1q_f32(x + i + 12));
+    }
+    float sum = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+    for (; i < n; i++) sum += w[i] * x[i];
+    return sum;
+}
+
+static float dot_f16_neon(const uint16_t *w, const float *x, size_t n) {
+    float32x4_t a0 = vdupq_n_f32(0), a1 = a0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a0 = vfmaq_f32(a0, half4(w + i), vld1q_f32(x + i));
+        a1 = vfmaq_f32(a1, half4(w + i + 4), vld1q_f32(x + i + 4));
+    }
+    float sum = vaddvq_f32(vaddq_f32(a0, a1));
+    for (; i < n; i++) {
+        float one;
+        tllm_f16_to_f32_ref(&w[i], &one, 1);
+        sum += one * x[i];
+    }
+    return sum;
+}
+
+/// Σ q[i]·x[i] over 16 signed bytes.
+static inline float32x4_t dot16_s8(int8x16_t q, const float *x, float32x4_t acc) {
+    int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_s8(vget_high_s8(q));
+    acc = vfmaq_f32(acc, vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), vld1q_f32(x));
+    acc = vfmaq_f32(acc, vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo))), vld1q_f32(x + 4));
+    acc = vfmaq_f32(acc, vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), vld1q_f32(x + 8));
+    return vfmaq_f32(acc, vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi))), vld1q_f32(x + 12));
+}
+
+static float dot_q8_0_neon(const tllm_block_q8_0 *b, const float *x, size_t nb) {
+    float32x4_t acc = vdupq_n_f32(0);
+    for (size_t i = 0; i < nb; i++) {
+        float32x4_t block = dot16_s8(vld1q_s8(b[i].qs), x + 32 * i, vdupq_n_f32(0));
+        block = dot16_s8(vld1q_s8(b[i].qs + 16), x + 32 * i + 16, block);
+        float d;
+        tllm_f16_to_f32_ref(&b[i].d, &d, 1);
+        acc = vfmaq_n_f32(acc, block, d);
+    }
+    return vaddvq_f32(acc);
+}
+
+/// Q4_0 (offset 8) and Q4_1 (no offset, + m·Σx): low nibbles are weights 0..15, high 16..31.
+static float dot_q4_neon(const uint8_t *blocks, size_t block_bytes, int q4_1, const float *x, size_t nb) {
+    float32x4_t acc = vdupq_n_f32(0);
+    float offsets = 0;
+    for (size_t i = 0; i < nb; i++) {
+        const uint8_t *block = blocks + i * block_bytes;
+        uint16_t dm[2];
+        memcpy(dm, block, q4_1 ? 4 : 2);
+        uint8x16_t packed = vld1q_u8(block + (q4_1 ? 4 : 2));
+        int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F)));
+        int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
+        if (!q4_1) {
+            lo = vsubq_s8(lo, vdupq_n_s8(8));
+            hi = vsubq_s8(hi, vdupq_n_s8(8));
+        }
+        const float *xb = x + 32 * i;
+        float32x4_t sum = dot16_s8(hi, xb + 16, dot16_s8(lo, xb, vdupq_n_f32(0)));
+        float d[2];
+        tllm_f16_to_f32_ref(dm, d, q4_1 ? 2 : 1);
+        acc = vfmaq_n_f32(acc, sum, d[0]);
+        if (q4_1) {
+            float32x4_t xs = vaddq_f32(vaddq_f32(vld1q_f32(xb), vld1q_f32(xb + 4)),
+                                       vaddq_f32(vld1q_f32(xb + 8), vld1q_f32(xb + 12)));
+            xs = vaddq_f32(xs, vaddq_f32(vaddq_f32(vld1q_f32(xb + 16), vld1q_f32(xb + 20)),
+                                         vaddq_f32(vld1q_f32(xb + 24), vld1q_f32(xb + 28))));
+            offsets += d[1] * vaddvq_f32(xs);
+        }
+    }
+    return vaddvq_f32(acc) + offsets;
+}
+
+#endif  // __aarch64__
+
 float tllm_vec_dot(int type, const void *row, const float *x, size_t n) {
 #if defined(__x86_64__)
     unsigned f = tllm_active_features();
@@ -261,6 +354,17 @@ float tllm_vec_dot(int type, const void *row, const float *x, size_t n) {
         case TLLM_TYPE_Q8_0: return dot_q8_0_avx2(row, x, n / 32);
         case TLLM_TYPE_Q4_0: return dot_q4_0_avx2(row, x, n / 32);
         case TLLM_TYPE_Q4_1: return dot_q4_1_avx2(row, x, n / 32);
+        default: break;
+        }
+    }
+#elif defined(__aarch64__)
+    if (tllm_active_features() & TLLM_CPU_NEON) {
+        switch (type) {
+        case TLLM_TYPE_F32: return dot_f32_neon(row, x, n);
+        case TLLM_TYPE_F16: return dot_f16_neon(row, x, n);
+        case TLLM_TYPE_Q8_0: return dot_q8_0_neon(row, x, n / 32);
+        case TLLM_TYPE_Q4_0: return dot_q4_neon(row, sizeof(tllm_block_q4_0), 0, x, n / 32);
+        case TLLM_TYPE_Q4_1: return dot_q4_neon(row, sizeof(tllm_block_q4_1), 1, x, n / 32);
         default: break;
         }
     }

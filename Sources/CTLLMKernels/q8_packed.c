@@ -15,6 +15,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 enum { GROUP = TLLM_Q8_PACK_ROWS };
@@ -143,6 +145,14 @@ static void group_ref(int type, const uint8_t *group, size_t blocks, const tllm_
         }
 }
 
+// One function per (path, type) so the type tests fold away inside the hot loop; ATTRIBUTES
+// holds the path's target attribute (empty for the reference and NEON).
+#define DEFINE_GROUP(PATH, ATTRIBUTES, NAME, TYPE)                                                                  \
+    ATTRIBUTES static void group_##PATH##_##NAME(const uint8_t *group, size_t blocks,                                \
+                                                 const tllm_block_q8_act *const *x, int nx, float *out) {          \
+        group_##PATH(TYPE, group, blocks, x, nx, out);                                                                \
+    }
+
 #if defined(__x86_64__)
 
 #define VNNI_TARGET "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
@@ -256,29 +266,84 @@ __attribute__((target(AVX2_TARGET))) static inline void group_avx2(int type, con
     }
 }
 
-// One function per (path, type) so the type tests fold away inside the hot loop.
-#define DEFINE_GROUP(PATH, TARGET, NAME, TYPE)                                                                  \
-    __attribute__((target(TARGET))) static void group_##PATH##_##NAME(                                          \
-        const uint8_t *group, size_t blocks, const tllm_block_q8_act *const *x, int nx, float *out) {           \
-        group_##PATH(TYPE, group, blocks, x, nx, out);                                                           \
-    }
-DEFINE_GROUP(vnni, VNNI_TARGET, q4_0, TLLM_TYPE_Q4_0)
-DEFINE_GROUP(vnni, VNNI_TARGET, q4_1, TLLM_TYPE_Q4_1)
-DEFINE_GROUP(vnni, VNNI_TARGET, q8_0, TLLM_TYPE_Q8_0)
-DEFINE_GROUP(avx2, AVX2_TARGET, q4_0, TLLM_TYPE_Q4_0)
-DEFINE_GROUP(avx2, AVX2_TARGET, q4_1, TLLM_TYPE_Q4_1)
-DEFINE_GROUP(avx2, AVX2_TARGET, q8_0, TLLM_TYPE_Q8_0)
+DEFINE_GROUP(vnni, __attribute__((target(VNNI_TARGET))), q4_0, TLLM_TYPE_Q4_0)
+DEFINE_GROUP(vnni, __attribute__((target(VNNI_TARGET))), q4_1, TLLM_TYPE_Q4_1)
+DEFINE_GROUP(vnni, __attribute__((target(VNNI_TARGET))), q8_0, TLLM_TYPE_Q8_0)
+DEFINE_GROUP(avx2, __attribute__((target(AVX2_TARGET))), q4_0, TLLM_TYPE_Q4_0)
+DEFINE_GROUP(avx2, __attribute__((target(AVX2_TARGET))), q4_1, TLLM_TYPE_Q4_1)
+DEFINE_GROUP(avx2, __attribute__((target(AVX2_TARGET))), q8_0, TLLM_TYPE_Q8_0)
 
 #endif  // __x86_64__
 
-#define DEFINE_GROUP_REF(NAME, TYPE)                                                                              \
-    static void group_ref_##NAME(const uint8_t *group, size_t blocks, const tllm_block_q8_act *const *x, int nx, \
-                                 float *out) {                                                                   \
-        group_ref(TYPE, group, blocks, x, nx, out);                                                               \
+#if defined(__aarch64__)
+
+/// Lane r += Σ_j w[4r + j]·x[4r + j]: `sdot` where the core has it (Armv8.2 dotprod), else
+/// widening multiplies and two pairwise adds (products fit in 16 bits: |w| ≤ 128, |x| ≤ 127).
+static inline int32x4_t dot_lanes(int32x4_t acc, int8x16_t w, int8x16_t x) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, w, x);
+#else
+    int32x4_t lo = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(x)));
+    int32x4_t hi = vpaddlq_s16(vmull_s8(vget_high_s8(w), vget_high_s8(x)));
+    return vaddq_s32(acc, vpaddq_s32(lo, hi));
+#endif
+}
+
+static inline int8x16_t broadcast4(const int8_t *q) {
+    int32_t v;
+    memcpy(&v, q, 4);
+    return vreinterpretq_s8_s32(vdupq_n_s32(v));
+}
+
+/// NEON: the group as four quarters of 4 rows (16 bytes of each 64-byte chunk). Q8_0 weights are
+/// signed already, so no offset; Q4 nibbles (0..15) are taken as signed bytes.
+static inline void group_neon(int type, const uint8_t *group, size_t blocks, const tllm_block_q8_act *const *x, int nx,
+                              float *out) {
+    const size_t stride = GROUP * (type == TLLM_TYPE_Q4_1 ? 20 : type == TLLM_TYPE_Q8_0 ? 34 : 18);
+    const int q4_1 = type == TLLM_TYPE_Q4_1, q8 = type == TLLM_TYPE_Q8_0;
+    for (int quarter = 0; quarter < 4; quarter++) {
+        float32x4_t acc[4];
+        for (int i = 0; i < 4; i++) acc[i] = vdupq_n_f32(0);
+        for (size_t b = 0; b < blocks; b++) {
+            const uint8_t *block = group + b * stride;
+            const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)block + 4 * quarter)));
+            const float32x4_t m =
+                q4_1 ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(block + 32) + 4 * quarter))) : d;
+            const uint8_t *q = block + (q4_1 ? 64 : 32) + 16 * quarter;
+            int8x16_t w[8];
+            if (q8) {
+                for (int k = 0; k < 8; k++) w[k] = vld1q_s8((const int8_t *)q + 64 * k);
+            } else {
+                for (int k = 0; k < 4; k++) {
+                    uint8x16_t packed = vld1q_u8(q + 64 * k);
+                    w[k] = vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F)));
+                    w[k + 4] = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
+                }
+            }
+            for (int i = 0; i < nx; i++) {
+                const int8_t *xq = x[i][b].qs;
+                int32x4_t sum = vdupq_n_s32(0);
+                for (int k = 0; k < 8; k++)
+                    sum = dot_lanes(sum, w[k], broadcast4(q8 || k < 4 ? xq + 4 * k : xq + 16 + 4 * (k - 4)));
+                float32x4_t scaled = vmulq_n_f32(vcvtq_f32_s32(sum), x[i][b].d);
+                if (!q8 && !q4_1) scaled = vsubq_f32(scaled, vdupq_n_f32(8.0f * x[i][b].s));
+                acc[i] = vfmaq_f32(acc[i], d, scaled);
+                if (q4_1) acc[i] = vfmaq_n_f32(acc[i], m, x[i][b].s);
+            }
+        }
+        for (int i = 0; i < nx; i++) vst1q_f32(out + i * GROUP + 4 * quarter, acc[i]);
     }
-DEFINE_GROUP_REF(q4_0, TLLM_TYPE_Q4_0)
-DEFINE_GROUP_REF(q4_1, TLLM_TYPE_Q4_1)
-DEFINE_GROUP_REF(q8_0, TLLM_TYPE_Q8_0)
+}
+
+DEFINE_GROUP(neon, , q4_0, TLLM_TYPE_Q4_0)
+DEFINE_GROUP(neon, , q4_1, TLLM_TYPE_Q4_1)
+DEFINE_GROUP(neon, , q8_0, TLLM_TYPE_Q8_0)
+
+#endif  // __aarch64__
+
+DEFINE_GROUP(ref, , q4_0, TLLM_TYPE_Q4_0)
+DEFINE_GROUP(ref, , q4_1, TLLM_TYPE_Q4_1)
+DEFINE_GROUP(ref, , q8_0, TLLM_TYPE_Q8_0)
 
 static group_fn group_for(int type) {
     int index = type == TLLM_TYPE_Q4_0 ? 0 : type == TLLM_TYPE_Q4_1 ? 1 : 2;
@@ -288,6 +353,9 @@ static group_fn group_for(int type) {
     static const group_fn avx2[3] = {group_avx2_q4_0, group_avx2_q4_1, group_avx2_q8_0};
     if (f & TLLM_CPU_AVX512VNNI) return vnni[index];
     if (f & TLLM_CPU_AVX2_F16C) return avx2[index];
+#elif defined(__aarch64__)
+    static const group_fn neon[3] = {group_neon_q4_0, group_neon_q4_1, group_neon_q8_0};
+    if (tllm_active_features() & TLLM_CPU_NEON) return neon[index];
 #endif
     static const group_fn ref[3] = {group_ref_q4_0, group_ref_q4_1, group_ref_q8_0};
     return ref[index];
