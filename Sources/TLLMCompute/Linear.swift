@@ -12,7 +12,8 @@ import TLLMModelFiles
 ///
 /// With 8-bit activations, Q4_0 / Q4_1 / Q8_0 matrices of whole 16-row groups are repacked once
 /// into interleaved groups (docs/packed-weights.md) and the file's pages are released, so the
-/// copy costs no memory; every product below the sgemm threshold then uses the packed kernel.
+/// copy costs no memory; every product on them, prefill included, then uses the packed kernel
+/// (faster than dequantise + sgemm there too).
 struct Linear: @unchecked Sendable {
     let outputs: Int
     let inputs: Int
@@ -21,7 +22,8 @@ struct Linear: @unchecked Sendable {
     private let base: UnsafeRawPointer
     /// Whether `base` holds the packed 16-row groups instead of rows.
     private let packed: Bool
-    /// Quantise activations to 8 bits for products of fewer than `sgemmMinimumRows` rows.
+    /// Quantise activations to 8 bits: every product of packed weights, one-row products of
+    /// row-layout Q4_0 / Q4_1 / Q8_0 weights.
     private let int8Activations: Bool
     /// Keeps the mapping or the converted copy alive.
     private let owner: AnyObject
@@ -88,9 +90,9 @@ struct Linear: @unchecked Sendable {
     }
 
     /// y[rows × outputs] = x[rows × inputs] · Wᵀ. With 8-bit activations, products of Q4_0 /
-    /// Q4_1 / Q8_0 weights below the sgemm threshold quantise x and use integer dot products:
-    /// on packed weights for any number of rows, on row-layout weights (shapes that do not
-    /// pack) for a single row, where the float kernel cannot share dequantised blocks.
+    /// Q4_1 / Q8_0 weights quantise x and use integer dot products: on packed weights for any
+    /// number of rows, on row-layout weights (shapes that do not pack) for a single row, where
+    /// the float kernel cannot share dequantised blocks.
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
         withExtendedLifetime(owner) {
             if packed {
