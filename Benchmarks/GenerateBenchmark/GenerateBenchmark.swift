@@ -31,7 +31,10 @@ struct GenerateBenchmark: AsyncParsableCommand {
     @Option(help: "Sequences decoded together (tg is then their tokens/s in all; each prefills its own prompt).")
     var batch = 1
 
-    @Flag(help: "Quantise activations to 8 bits in decode.")
+    @Option(help: "Activations: float32, int16 or int8.")
+    var activations = "float32"
+
+    @Flag(help: "Short for --activations int8.")
     var int8Activations = false
 
     func run() async throws {
@@ -41,7 +44,10 @@ struct GenerateBenchmark: AsyncParsableCommand {
         let configuration = model.configuration
         var results: [[String: Any]] = []
         for threadCount in threads.split(separator: ",").compactMap({ Int($0) }) {
-            let options = ComputeOptions(int8Activations: int8Activations)
+            guard let precision = ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations) else {
+                throw ValidationError("--activations must be float32, int16 or int8")
+            }
+            let options = ComputeOptions(activations: precision)
             let shard = try ShardActor(
                 model: model, layers: 0..<configuration.layerCount, threads: threadCount, options: options)
             let head = try HeadActor(model: model, threads: threadCount, options: options)
@@ -79,14 +85,14 @@ struct GenerateBenchmark: AsyncParsableCommand {
             FileHandle.standardError.write(
                 Data(
                     String(
-                        format: "tllm%@  %@  threads %d  pp%d %8.1f tok/s  tg%d %7.1f tok/s  batch %d\n",
-                        int8Activations ? "-int8" : "",
+                        format: "tllm-%@  %@  threads %d  pp%d %8.1f tok/s  tg%d %7.1f tok/s  batch %d\n",
+                        precision.rawValue,
                         (modelPath as NSString).lastPathComponent, threadCount, prompt, prefillRate, generate,
                         decodeRate, batch
                     ).utf8))
             results.append([
                 "threads": threadCount, "pp": prompt, "pp_tokens_per_s": prefillRate, "tg": generate,
-                "tg_tokens_per_s": decodeRate, "int8_activations": int8Activations, "batch": batch,
+                "tg_tokens_per_s": decodeRate, "activations": precision.rawValue, "batch": batch,
             ])
         }
         let peak = peakResidentBytes()

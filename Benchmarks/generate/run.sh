@@ -11,6 +11,9 @@
 #   --repetitions N    repetitions of each measurement, ours and llama-bench's (default 3)
 #   --no-build         use the GenerateBenchmark already in .build/release
 #
+# Ours runs once per activation arithmetic in TLLM_BENCH_ACTIVATIONS (default
+# float32,int16,int8; F16 files have no integer path, so float32 only).
+#
 # llama.cpp: Benchmarks/build-llama-cpp.sh (llama-cpp-python 0.3.36's vendored tree;
 # LLAMA_CPP_BIN=dir reuses an existing build).
 set -euo pipefail
@@ -58,10 +61,13 @@ filtered() {
 failed=0
 for model in "${models[@]}"; do
     echo "== $(basename "$model")"
-    filtered '^tllm' .build/release/GenerateBenchmark --model "$model" --threads 1,2 --repetitions "$repetitions" \
-        --json "/tmp/tllm-generate-bench-$(basename "$model" .gguf).json" || failed=1
-    filtered '^tllm' .build/release/GenerateBenchmark --model "$model" --threads 1,2 --repetitions "$repetitions" \
-        --int8-activations || failed=1
+    activations=${TLLM_BENCH_ACTIVATIONS:-float32,int16,int8}
+    case "$(basename "$model")" in *[Ff]16*) activations=float32 ;; esac
+    for precision in ${activations//,/ }; do
+        filtered '^tllm' .build/release/GenerateBenchmark --model "$model" --threads 1,2 --repetitions "$repetitions" \
+            --activations "$precision" \
+            --json "/tmp/tllm-generate-bench-$(basename "$model" .gguf)-$precision.json" || failed=1
+    done
     # Peak RSS over the whole run (both thread counts), as ours is VmHWM over the whole process.
     filtered '^\||peak RSS' /usr/bin/time -f "llama-bench peak RSS %M KiB" \
         "$llama_bin/llama-bench" -m "$model" -t 1,2 -p 512 -n 128 -r "$repetitions" -o md || failed=1

@@ -1,6 +1,8 @@
-// 8-bit matrix-vector products, row layout vs packed 16-row groups, on a matrix that stays in
-// L2 ("hot") and on 512 MiB of matrices read once per pass ("cold", as decode reads a model).
-// Built and run by run.sh; prints GMAC/s and GB/s of weights, the best of 5 passes each.
+// Quantised matrix-vector products on a matrix that stays in L2 ("hot") and on 512 MiB of
+// matrices read once per pass ("cold", as decode reads a model): float activations on the row
+// layout (the float path), 8-bit activations on the row layout, and packed 16-row groups with
+// one plane (8-bit) and two planes (about 16-bit). Built and run by run.sh; prints GMAC/s and
+// GB/s of weights, the best of 5 passes each.
 #include "tllm_kernels.h"
 #include "tllm_matmul.h"
 #include "tllm_ops.h"
@@ -36,7 +38,8 @@ int main(int argc, char **argv) {
     for (size_t m = 0; m < count; m++)
         if (tllm_q8_pack(NULL, type, w + m * matrix, row_bytes, rows, cols, packed + m * matrix) != 0) return 1;
     for (size_t i = 0; i < cols * batch; i++) x[i] = (float)(rand() % 2001 - 1000) / 1000.0f;
-    for (int layout = 0; layout < 2; layout++)
+    static const char *const names[4] = {"float", "rows", "packed", "packed2"};
+    for (int layout = 0; layout < 4; layout++)
         for (int hot = 1; hot >= 0; hot--) {
             size_t passes = hot ? 1000 : 2 * count;
             double best = 1e30;
@@ -44,15 +47,18 @@ int main(int argc, char **argv) {
                 double start = now();
                 for (size_t i = 0; i < passes; i++) {
                     size_t m = hot ? 0 : i % count;
-                    if (layout)
-                        tllm_matmul_packed_q8(NULL, type, packed + m * matrix, rows, cols, x, cols, batch, y, rows);
-                    else
+                    if (layout == 0)
+                        tllm_matmul_rows(NULL, type, w + m * matrix, row_bytes, rows, cols, x, cols, batch, y, rows);
+                    else if (layout == 1)
                         tllm_matmul_rows_q8(NULL, type, w + m * matrix, row_bytes, rows, cols, x, cols, batch, y, rows);
+                    else
+                        tllm_matmul_packed_q8(NULL, type, packed + m * matrix, rows, cols, x, cols, batch, layout - 1, y,
+                                              rows);
                 }
                 double elapsed = now() - start;
                 if (elapsed < best) best = elapsed;
             }
-            printf("%-6s %s type %d batch %zu: %6.2f GMAC/s %6.2f GB/s\n", layout ? "packed" : "rows", hot ? "hot " : "cold",
+            printf("%-7s %s type %d batch %zu: %6.2f GMAC/s %6.2f GB/s\n", names[layout], hot ? "hot " : "cold",
                    type, batch, (double)passes * rows * cols * batch / best / 1e9, (double)passes * matrix / best / 1e9);
         }
     return 0;

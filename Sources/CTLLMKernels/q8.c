@@ -64,11 +64,64 @@ void tllm_quantize_activations(const float *x, tllm_block_q8_act *out, size_t n)
     quantize_activations_ref(x, out, n);
 }
 
-tllm_block_q8_act *tllm_quantize_rows(const float *x, size_t x_stride, size_t batch, size_t cols) {
+/// The residual x - d·q in steps of d/256, fused (one rounding) so every path gives the same
+/// bytes; |x - d·q| ≤ d/2 puts it within ±128: the one end is clamped.
+static void quantize_residual_ref(const float *x, const tllm_block_q8_act *hi, tllm_block_q8_act *out, size_t n) {
+    for (size_t b = 0; b < n / 32; b++) {
+        const float d = hi[b].d, id = d > 0 ? 256.0f / d : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < 32; i++) {
+            long q = lrintf(fmaf(-d, (float)hi[b].qs[i], x[b * 32 + i]) * id);
+            q = q > 127 ? 127 : q < -127 ? -127 : q;
+            out[b].qs[i] = (int8_t)q;
+            sum += (int)q;
+        }
+        out[b].d = d / 256.0f;
+        out[b].s = out[b].d * (float)sum;
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void quantize_residual_avx512(const float *x, const tllm_block_q8_act *hi,
+                                                                            tllm_block_q8_act *out, size_t n) {
+    const __m512i top = _mm512_set1_epi32(127), bottom = _mm512_set1_epi32(-127);
+    for (size_t b = 0; b < n / 32; b++) {
+        const float d = hi[b].d;
+        const __m512 dv = _mm512_set1_ps(d), id = _mm512_set1_ps(d > 0 ? 256.0f / d : 0.0f);
+        __m512i sum = _mm512_setzero_si512();
+        for (int half = 0; half < 2; half++) {
+            const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(hi[b].qs + 16 * half))));
+            const __m512 r = _mm512_fnmadd_ps(dv, q, _mm512_loadu_ps(x + b * 32 + 16 * half));
+            __m512i l = _mm512_cvtps_epi32(_mm512_mul_ps(r, id));
+            l = _mm512_max_epi32(_mm512_min_epi32(l, top), bottom);
+            _mm_storeu_si128((__m128i *)(out[b].qs + 16 * half), _mm512_cvtepi32_epi8(l));
+            sum = _mm512_add_epi32(sum, l);
+        }
+        out[b].d = d / 256.0f;
+        out[b].s = out[b].d * (float)_mm512_reduce_add_epi32(sum);
+    }
+}
+#endif
+
+void tllm_quantize_residual(const float *x, const tllm_block_q8_act *hi, tllm_block_q8_act *out, size_t n) {
+#if defined(__x86_64__)
+    if (tllm_active_features() & TLLM_CPU_AVX512F) {
+        quantize_residual_avx512(x, hi, out, n);
+        return;
+    }
+#endif
+    quantize_residual_ref(x, hi, out, n);
+}
+
+tllm_block_q8_act *tllm_quantize_rows(const float *x, size_t x_stride, size_t batch, size_t cols, int planes) {
     size_t blocks = cols / 32;
-    tllm_block_q8_act *xq = malloc((batch ? batch : 1) * blocks * sizeof(tllm_block_q8_act));
+    tllm_block_q8_act *xq = malloc((batch ? batch : 1) * (size_t)planes * blocks * sizeof(tllm_block_q8_act));
     if (xq)
-        for (size_t b = 0; b < batch; b++) tllm_quantize_activations(x + b * x_stride, xq + b * blocks, cols);
+        for (size_t b = 0; b < batch; b++) {
+            tllm_block_q8_act *row = xq + b * (size_t)planes * blocks;
+            tllm_quantize_activations(x + b * x_stride, row, cols);
+            if (planes == 2) tllm_quantize_residual(x + b * x_stride, row, row + blocks, cols);
+        }
     return xq;
 }
 
@@ -350,7 +403,7 @@ static void q8_task(void *raw, int index, int count) {
 int tllm_matmul_rows_q8(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols,
                         const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride) {
     if (!tllm_q8_supported(type) || cols % 32 != 0) return -1;
-    tllm_block_q8_act *xq = tllm_quantize_rows(x, x_stride, batch, cols);
+    tllm_block_q8_act *xq = tllm_quantize_rows(x, x_stride, batch, cols, 1);
     if (!xq) return -1;
     q8_job job = {type, w, row_bytes, rows, cols, xq, batch, y, y_stride, dot4_for(type)};
     tllm_pool_run(pool, q8_task, &job);

@@ -365,8 +365,9 @@ typedef struct {
     group_fn kernel;
     const uint8_t *packed;
     size_t group_bytes, groups, blocks;
-    const tllm_block_q8_act *xq;
+    const tllm_block_q8_act *xq;  // per activation row, `planes` rows of blocks
     size_t batch;
+    int planes;
     float *y;
     size_t y_stride;
 } packed_job;
@@ -375,29 +376,36 @@ static void packed_task(void *raw, int index, int count) {
     const packed_job *job = raw;
     size_t start, end;
     tllm_row_range(job->groups, index, count, &start, &end);
+    // Up to four planes per pass share each unpacked weight chunk; an output is the sum of its
+    // row's planes.
+    const size_t per_pass = 4 / (size_t)job->planes;
     for (size_t g = start; g < end; g++) {
-        // Up to four activation rows per pass share each unpacked weight chunk.
-        for (size_t i0 = 0; i0 < job->batch; i0 += 4) {
-            int nx = job->batch - i0 < 4 ? (int)(job->batch - i0) : 4;
+        for (size_t i0 = 0; i0 < job->batch; i0 += per_pass) {
+            size_t rows = job->batch - i0 < per_pass ? job->batch - i0 : per_pass;
+            int nx = (int)rows * job->planes;
             const tllm_block_q8_act *x[4];
-            for (int i = 0; i < nx; i++) x[i] = job->xq + (i0 + i) * job->blocks;
+            for (int i = 0; i < nx; i++) x[i] = job->xq + (i0 * (size_t)job->planes + (size_t)i) * job->blocks;
             float out[4 * GROUP];
             job->kernel(job->packed + g * job->group_bytes, job->blocks, x, nx, out);
-            for (int i = 0; i < nx; i++)
-                memcpy(job->y + (i0 + i) * job->y_stride + g * GROUP, out + i * GROUP, GROUP * sizeof(float));
+            for (size_t r = 0; r < rows; r++) {
+                float *y = job->y + (i0 + r) * job->y_stride + g * GROUP;
+                const float *planes = out + r * (size_t)job->planes * GROUP;
+                for (int lane = 0; lane < GROUP; lane++)
+                    y[lane] = job->planes == 2 ? planes[lane] + planes[GROUP + lane] : planes[lane];
+            }
         }
     }
 }
 
 int tllm_matmul_packed_q8(tllm_pool *pool, int type, const void *packed, size_t rows, size_t cols, const float *x,
-                          size_t x_stride, size_t batch, float *y, size_t y_stride) {
+                          size_t x_stride, size_t batch, int planes, float *y, size_t y_stride) {
     packed_shape s;
-    if (!tllm_q8_packable(type, rows, cols) || shape_of(type, &s) != 0) return -1;
+    if (!tllm_q8_packable(type, rows, cols) || shape_of(type, &s) != 0 || (planes != 1 && planes != 2)) return -1;
     size_t blocks = cols / 32;
-    tllm_block_q8_act *xq = tllm_quantize_rows(x, x_stride, batch, cols);
+    tllm_block_q8_act *xq = tllm_quantize_rows(x, x_stride, batch, cols, planes);
     if (!xq) return -1;
     packed_job job = {group_for(type), packed, GROUP * blocks * s.block_bytes, rows / GROUP, blocks, xq,
-                      batch, y, y_stride};
+                      batch, planes, y, y_stride};
     tllm_pool_run(pool, packed_task, &job);
     free(xq);
     return 0;

@@ -46,6 +46,12 @@ public struct ClientCommand: AsyncParsableCommand {
     @Option(name: .customLong("kv_cache_dtype"), help: "KV cache precision: float32 or float16.")
     public var kvCacheDType = "float32"
 
+    @Option(name: .customLong("activations"), help: ArgumentHelp(ComputeOptions.Activations.help))
+    public var activations = ComputeOptions.Activations.commandDefault.rawValue
+
+    @Flag(name: .customLong("int8_activations"), help: "Short for --activations int8.")
+    public var int8Activations = false
+
     @Option(
         name: .customLong("kv_cache_memory"),
         help: "Memory for the KV cache pages, e.g. 2GiB or 512MB (default: a quarter of RAM, committed as used).")
@@ -91,6 +97,9 @@ public struct ClientCommand: AsyncParsableCommand {
         guard ["float32", "float16"].contains(kvCacheDType) else {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
         }
+        guard ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations) != nil else {
+            throw ValidationError("--activations must be float32, int16 or int8")
+        }
     }
 
     public func run() async throws {
@@ -110,6 +119,8 @@ public struct ClientCommand: AsyncParsableCommand {
             service: service,
             threads: threads ?? ProcessInfo.processInfo.activeProcessorCount,
             compute: ComputeOptions(
+                activations: ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations)
+                    ?? .commandDefault,
                 kvCache: ComputeOptions.CacheElement(rawValue: kvCacheDType) ?? .float32,
                 kvCacheBudget: kvCacheMemory.flatMap(ByteCount.parse)),
             logger: logger)

@@ -10,10 +10,10 @@ import TLLMModelFiles
 /// tile at a time and multiplied with OpenBLAS sgemm. Float safetensors are used in place
 /// (F32, F16) or converted once (BF16, MLX-quantised: to float32).
 ///
-/// With 8-bit activations, Q4_0 / Q4_1 / Q8_0 matrices of whole 16-row groups are repacked once
-/// into interleaved groups (docs/packed-weights.md) and the file's pages are released, so the
-/// copy costs no memory; every product on them, prefill included, then uses the packed kernel
-/// (faster than dequantise + sgemm there too).
+/// With integer activations (`ComputeOptions.activations` int16 or int8), Q4_0 / Q4_1 / Q8_0
+/// matrices of whole 16-row groups are repacked once into interleaved groups
+/// (docs/packed-weights.md) and the file's pages are released, so the copy costs no memory;
+/// products on them then use the packed integer kernel.
 struct Linear: @unchecked Sendable {
     let outputs: Int
     let inputs: Int
@@ -22,9 +22,8 @@ struct Linear: @unchecked Sendable {
     private let base: UnsafeRawPointer
     /// Whether `base` holds the packed 16-row groups instead of rows.
     private let packed: Bool
-    /// Quantise activations to 8 bits: every product of packed weights, one-row products of
-    /// row-layout Q4_0 / Q4_1 / Q8_0 weights.
-    private let int8Activations: Bool
+    /// How activations meet quantised weights.
+    private let activations: ComputeOptions.Activations
     /// Keeps the mapping or the converted copy alive.
     private let owner: AnyObject
 
@@ -41,13 +40,13 @@ struct Linear: @unchecked Sendable {
         }
         outputs = tensor.shape[0]
         inputs = tensor.shape[1]
-        int8Activations = options.int8Activations
+        activations = options.activations
         var packed = false
         switch tensor.storage {
         case .gguf(let ggml, let bytes):
             type = Int32(bitPattern: ggml.rawValue)
             rowBytes = bytes.count / outputs
-            if options.int8Activations && tllm_q8_packable(type, outputs, inputs) != 0 {
+            if options.activations != .float32 && tllm_q8_packable(type, outputs, inputs) != 0 {
                 let copy = PackedStorage(byteCount: bytes.count)
                 let status = tllm_q8_pack(nil, type, bytes.baseAddress, rowBytes, outputs, inputs, copy.pointer)
                 precondition(status == 0, "packing \(tensor.name) failed")
@@ -89,19 +88,21 @@ struct Linear: @unchecked Sendable {
         madvise(address, end - start, MADV_DONTNEED)
     }
 
-    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. With 8-bit activations, products of Q4_0 /
-    /// Q4_1 / Q8_0 weights quantise x and use integer dot products: on packed weights for any
-    /// number of rows, on row-layout weights (shapes that do not pack) for a single row, where
-    /// the float kernel cannot share dequantised blocks.
+    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. Packed weights quantise x and use integer dot
+    /// products: with int8 (one plane) for any number of rows, as that beats dequantise + sgemm
+    /// for prefill too; with int16 (two planes, twice the integer work) below `sgemmMinimumRows`,
+    /// prefill going through sgemm on dequantised tiles as the float path does. With int8, a
+    /// single row of row-layout Q4_0 / Q4_1 / Q8_0 weights (shapes that do not pack) is also
+    /// quantised, where the float kernel cannot share dequantised blocks.
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
         withExtendedLifetime(owner) {
-            if packed {
+            if packed && (activations == .int8 || rows < Self.sgemmMinimumRows) {
                 let status = tllm_matmul_packed_q8(
-                    pool.pointer, type, base, outputs, inputs, x, inputs, rows, y, outputs)
-                precondition(status == 0, "packed 8-bit matmul on weight type \(type) failed")
+                    pool.pointer, type, base, outputs, inputs, x, inputs, rows, activations.planes, y, outputs)
+                precondition(status == 0, "packed integer matmul on weight type \(type) failed")
                 return
             }
-            if int8Activations && rows == 1 && tllm_q8_supported(type) != 0 {
+            if activations == .int8 && rows == 1 && tllm_q8_supported(type) != 0 {
                 let status = tllm_matmul_rows_q8(
                     pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, y, outputs)
                 precondition(status == 0, "8-bit matmul on weight type \(type) failed")
@@ -222,10 +223,39 @@ public struct ComputeOptions: Sendable, Hashable {
         var kernelType: Int32 { self == .float32 ? Int32(TLLM_TYPE_F32.rawValue) : Int32(TLLM_TYPE_F16.rawValue) }
     }
 
-    /// Quantise activations to 8 bits for one-row products of Q4_0 / Q4_1 / Q8_0 weights, the
-    /// LM head included (llama.cpp's approach: faster single-sequence decode, not bit-faithful
-    /// to the float path).
-    public var int8Activations: Bool
+    /// How activations meet Q4_0 / Q4_1 / Q8_0 weights in products (the LM head included).
+    public enum Activations: String, Sendable, Hashable, CaseIterable {
+        /// Weights dequantised to float32 times float32 activations: the reference's arithmetic.
+        case float32
+        /// Activations quantised per 32 values to about 16 bits, held as two 8-bit planes (the
+        /// second is the first's residual), on packed weights with integer dot products: twice the
+        /// integer work of int8 and about as fast where memory bounds decode, within float rounding
+        /// of float32 in the reference tests.
+        case int16
+        /// 8 bits, as llama.cpp computes: the fastest, not faithful to the float path.
+        case int8
+
+        /// 8-bit planes per activation row in the packed kernel.
+        var planes: Int32 { self == .int8 ? 1 : 2 }
+
+        /// The commands' `--activations VALUE`, where `--int8_activations` is short for int8;
+        /// nil for an unknown value.
+        public init?(flag value: String, int8Shorthand: Bool) {
+            guard let parsed = Self(rawValue: value) else { return nil }
+            self = int8Shorthand ? .int8 : parsed
+        }
+
+        /// The commands' default: it passes the same reference tests as float32 (docs/compute.md)
+        /// and decodes several times faster. `ComputeOptions()` keeps float32, the reference.
+        public static let commandDefault = Activations.int16
+
+        /// Help for the commands' `--activations`.
+        public static let help =
+            "How activations meet Q4_0/Q4_1/Q8_0 weights: float32 (the reference's arithmetic), int16 (two 8-bit planes; as faithful in the reference tests, faster), int8 (as llama.cpp: fastest, not faithful)."
+    }
+
+    /// How activations meet quantised weights.
+    public var activations: Activations
     /// KV cache precision: float16 halves its memory.
     public var kvCache: CacheElement
     /// Most bytes the shard's KV pages may hold together (nil: `defaultKVCacheBudget`).
@@ -235,8 +265,8 @@ public struct ComputeOptions: Sendable, Hashable {
     /// used as positions are written.
     public static var defaultKVCacheBudget: Int { Int(min(ProcessInfo.processInfo.physicalMemory / 4, 1 << 40)) }
 
-    public init(int8Activations: Bool = false, kvCache: CacheElement = .float32, kvCacheBudget: Int? = nil) {
-        self.int8Activations = int8Activations
+    public init(activations: Activations = .float32, kvCache: CacheElement = .float32, kvCacheBudget: Int? = nil) {
+        self.activations = activations
         self.kvCache = kvCache
         self.kvCacheBudget = kvCacheBudget
     }

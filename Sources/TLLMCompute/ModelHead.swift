@@ -18,7 +18,7 @@ public final class ModelHead {
         self.options = options
         configuration = model.configuration
         self.pool = pool
-        // Only an embedding that is also the LM head is worth packing for the 8-bit path.
+        // Only an embedding that is also the LM head is worth packing for the integer paths.
         let tied = !model.hasTensor(.output)
         embedding = try Linear(model.tensor(.embedding), options: tied ? options : ComputeOptions())
         outputNorm = FloatStorage(try model.tensor(.outputNorm).dequantize())

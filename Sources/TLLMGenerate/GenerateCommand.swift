@@ -48,9 +48,10 @@ struct GenerateCommand: AsyncParsableCommand {
     @Option(name: .customLong("kv_cache_dtype"), help: "KV cache precision: float32 or float16 (half the memory).")
     var kvCacheDType: String = "float32"
 
-    @Flag(
-        name: .customLong("int8_activations"),
-        help: "Quantise activations to 8 bits in decode (faster, like llama.cpp; not bit-faithful to the float path).")
+    @Option(name: .customLong("activations"), help: ArgumentHelp(ComputeOptions.Activations.help))
+    var activations = ComputeOptions.Activations.commandDefault.rawValue
+
+    @Flag(name: .customLong("int8_activations"), help: "Short for --activations int8.")
     var int8Activations = false
 
     func run() async throws {
@@ -61,7 +62,10 @@ struct GenerateCommand: AsyncParsableCommand {
         guard let element = ComputeOptions.CacheElement(rawValue: kvCacheDType) else {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
         }
-        let options = ComputeOptions(int8Activations: int8Activations, kvCache: element)
+        guard let precision = ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations) else {
+            throw ValidationError("--activations must be float32, int16 or int8")
+        }
+        let options = ComputeOptions(activations: precision, kvCache: element)
         let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: threads, options: options)
         let head = try HeadActor(model: bundle.weights, threads: threads, options: options)
 

@@ -38,7 +38,7 @@ public struct ServerCommand: AsyncParsableCommand {
         let maxModelLength = min(options.maxModelLength ?? configuration.contextLength, configuration.contextLength)
 
         let compute = ComputeOptions(
-            int8Activations: options.int8Activations,
+            activations: options.resolvedActivations ?? .commandDefault,
             kvCache: ComputeOptions.CacheElement(rawValue: options.kvCacheDType) ?? .float32,
             kvCacheBudget: options.kvCacheBytes)
         logger.info(

@@ -106,9 +106,10 @@ public struct ServerOptions: ParsableArguments, Sendable {
         help: "Do not keep finished requests' KV pages for later requests that share their prefix.")
     public var disablePrefixCache = false
 
-    @Flag(
-        name: .customLong("int8_activations"),
-        help: "Quantise activations to 8 bits in decode (faster, like llama.cpp; not bit-faithful to the float path).")
+    @Option(name: .customLong("activations"), help: ArgumentHelp(ComputeOptions.Activations.help))
+    public var activations = ComputeOptions.Activations.commandDefault.rawValue
+
+    @Flag(name: .customLong("int8_activations"), help: "Short for --activations int8.")
     public var int8Activations = false
 
     @Flag(
@@ -148,12 +149,18 @@ public struct ServerOptions: ParsableArguments, Sendable {
         guard ["float32", "float16"].contains(kvCacheDType) else {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
         }
+        guard resolvedActivations != nil else { throw ValidationError("--activations must be float32, int16 or int8") }
         if let kvCacheMemory, (ByteCount.parse(kvCacheMemory) ?? 0) < 1 {
             throw ValidationError("--kv_cache_memory must be a size such as 2GiB, 512MB or 1048576")
         }
         if apiKey == nil {
             apiKey = ProcessInfo.processInfo.environment["TLLM_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         }
+    }
+
+    /// `--activations` after `--int8_activations`; nil when invalid.
+    public var resolvedActivations: ComputeOptions.Activations? {
+        ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations)
     }
 
     /// The KV cache budget in bytes, when given.

@@ -125,7 +125,8 @@ import Testing
                     tllm_set_cpu_features(mask)
                     defer { tllm_set_cpu_features(~0) }
                     var y = [Float](repeating: .nan, count: batch * rows)
-                    #expect(tllm_matmul_packed_q8(nil, type, packed, rows, columns, x, columns, batch, &y, rows) == 0)
+                    #expect(
+                        tllm_matmul_packed_q8(nil, type, packed, rows, columns, x, columns, batch, 1, &y, rows) == 0)
                     for index in 0..<(batch * rows) {
                         // Summation order differs: allow rounding relative to Σ|w·x| of the row.
                         let (i, row) = index.quotientAndRemainder(dividingBy: rows)
@@ -135,6 +136,29 @@ import Testing
                         #expect(
                             abs(y[index] - expected[index]) <= scale * 4e-6 + 1e-5,
                             "\(name) path \(mask) batch \(batch) row \(row): \(y[index]) vs \(expected[index])")
+                    }
+                    // Two planes: the float product within the residual's step, max|x| / 32512 per
+                    // block (1.5 steps where the residual is clamped), ~85× tighter than one plane.
+                    #expect(
+                        tllm_matmul_packed_q8(nil, type, packed, rows, columns, x, columns, batch, 2, &y, rows) == 0)
+                    for index in 0..<(batch * rows) {
+                        let (i, row) = index.quotientAndRemainder(dividingBy: rows)
+                        var exact = 0.0
+                        var bound = 0.0
+                        var magnitude = 0.0
+                        for block in 0..<(columns / 32) {
+                            let values = x[(i * columns + block * 32)..<(i * columns + block * 32 + 32)]
+                            let step = Double(values.map(abs).max()!) / 32512
+                            for column in (block * 32)..<(block * 32 + 32) {
+                                let product = Double(all[row * columns + column]) * Double(x[i * columns + column])
+                                exact += product
+                                magnitude += abs(product)
+                                bound += abs(Double(all[row * columns + column])) * step * 1.5
+                            }
+                        }
+                        #expect(
+                            abs(Double(y[index]) - exact) <= bound + magnitude * 4e-6 + 1e-5,
+                            "\(name) two planes, path \(mask) batch \(batch) row \(row): \(y[index]) vs \(exact)")
                     }
                 }
             }
@@ -157,13 +181,26 @@ import Testing
             let q = withUnsafeBytes(of: block.qs) { Int8(bitPattern: $0[index % 32]) }
             #expect(abs(Float(q) * block.d - value) <= block.d / 2 + 1e-6)
         }
-        // Every path quantises to the same bytes as the scalar reference (mask 0).
+        // The residual plane: hi + lo within half its step, d / 256 (one step where clamped).
+        var residual = [tllm_block_q8_act](repeating: tllm_block_q8_act(), count: 8)
+        tllm_quantize_residual(x, blocks, &residual, 256)
+        for (index, value) in x.enumerated() {
+            let (hi, lo) = (blocks[index / 32], residual[index / 32])
+            let q = withUnsafeBytes(of: hi.qs) { Int8(bitPattern: $0[index % 32]) }
+            let r = withUnsafeBytes(of: lo.qs) { Int8(bitPattern: $0[index % 32]) }
+            #expect(lo.d == hi.d / 256)
+            #expect(abs(Float(q) * hi.d + Float(r) * lo.d - value) <= lo.d + 1e-6)
+        }
+        // Every path quantises both planes to the same bytes as the scalar reference (mask 0).
         let paths = KernelPaths.available(top: TLLM_CPU_AVX512F)
         let results = paths.map { mask -> [tllm_block_q8_act] in
             tllm_set_cpu_features(mask)
             defer { tllm_set_cpu_features(~0) }
-            var out = [tllm_block_q8_act](repeating: tllm_block_q8_act(), count: 8)
-            tllm_quantize_activations(x, &out, 256)
+            var out = [tllm_block_q8_act](repeating: tllm_block_q8_act(), count: 16)
+            out.withUnsafeMutableBufferPointer { planes in
+                tllm_quantize_activations(x, planes.baseAddress!, 256)
+                tllm_quantize_residual(x, planes.baseAddress!, planes.baseAddress! + 8, 256)
+            }
             return out
         }
         for (mask, result) in zip(paths, results) {

@@ -54,7 +54,7 @@ import Testing
         let model = try GGUFModel(path: Self.modelPath)
         let shard = try ShardActor(
             model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options)
-        let head = try HeadActor(model: model, threads: 2)
+        let head = try HeadActor(model: model, threads: 2, options: options)
         var hidden = try await head.embed(ids)
         hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "a", rows: ids.count)])
         let logits = await head.logits(hidden, rows: ids.count)
@@ -70,11 +70,14 @@ import Testing
         return (agree, ids.count, worst)
     }
 
-    @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
-    func teacherForcedLogitsMatchTheFloat32Reference() async throws {
-        let (agree, count, worst) = try await Self.compareWithReference()
-        #expect(agree == count, "top-1 agreement \(agree)/\(count)")
-        #expect(worst < 0.01, "largest log-prob difference \(worst)")
+    @Test(
+        .enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"),
+        arguments: TransformersReferenceTests.faithful)
+    func teacherForcedLogitsMatchTheFloat32Reference(activations: ComputeOptions.Activations) async throws {
+        let (agree, count, worst) = try await Self.compareWithReference(
+            options: ComputeOptions(activations: activations))
+        #expect(agree == count, "\(activations): top-1 agreement \(agree)/\(count)")
+        #expect(worst < 0.01, "\(activations): largest log-prob difference \(worst)")
     }
 
     @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
@@ -192,8 +195,11 @@ import Testing
         let tokens = bundle.tokenizer.encode(Self.text, addSpecialTokens: false)
         #expect(tokens.count > 200)
         let float = try await Self.perplexity(tokens, options: ComputeOptions())
-        let int8 = try await Self.perplexity(tokens, options: ComputeOptions(int8Activations: true))
+        let int16 = try await Self.perplexity(tokens, options: ComputeOptions(activations: .int16))
+        let int8 = try await Self.perplexity(tokens, options: ComputeOptions(activations: .int8))
+        print("decode perplexity over \(tokens.count) tokens: float32 \(float), int16 \(int16), int8 \(int8)")
         #expect(abs(int8 / float - 1) < 0.01, "perplexity float \(float), int8 \(int8) over \(tokens.count) tokens")
+        #expect(abs(int16 / float - 1) < 0.001, "perplexity float \(float), int16 \(int16) over \(tokens.count) tokens")
     }
 }
 

@@ -43,13 +43,17 @@ import Testing
         return try JSONDecoder().decode(T.self, from: Data(contentsOf: url))
     }
 
-    static func model() throws -> (ShardActor, HeadActor) {
+    static func model(_ activations: ComputeOptions.Activations) throws -> (ShardActor, HeadActor) {
         let model = try GGUFModel(path: LlamaForwardTests.modelPath)
+        let options = ComputeOptions(activations: activations)
         return (
-            try ShardActor(model: model, layers: 0..<model.configuration.layerCount, threads: 2),
-            try HeadActor(model: model, threads: 2)
+            try ShardActor(model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options),
+            try HeadActor(model: model, threads: 2, options: options)
         )
     }
+
+    /// The faithful arithmetics: float32, and 16-bit activations in two 8-bit planes.
+    static let faithful: [ComputeOptions.Activations] = [.float32, .int16]
 
     static func logits(_ tokens: [Int32], id: String, shard: ShardActor, head: HeadActor) async throws -> [Float] {
         var hidden = try await head.embed(tokens)
@@ -57,15 +61,19 @@ import Testing
         return await head.logits(hidden, rows: tokens.count)
     }
 
-    @Test(.enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
-    func teacherForcedOverHundredsOfTokens() async throws {
+    @Test(
+        .enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"),
+        arguments: faithful)
+    func teacherForcedOverHundredsOfTokens(activations: ComputeOptions.Activations) async throws {
         let reference = try Self.fixture("transformers_reference", as: Transformers.self).teacher_forced
         #expect(reference.ids.count >= 300)
         let (agree, _, worst) = try await LlamaForwardTests.compare(
-            ids: reference.ids, topIDs: reference.top_ids, topLogprobs: reference.top_logprobs)
+            ids: reference.ids, topIDs: reference.top_ids, topLogprobs: reference.top_logprobs,
+            options: ComputeOptions(activations: activations))
         let agreement = Double(agree) / Double(reference.ids.count)
         print(
-            "transformers teacher-forced: top-1 \(agree)/\(reference.ids.count), largest log-prob difference \(worst)")
+            "transformers teacher-forced, \(activations) activations: top-1 \(agree)/\(reference.ids.count), largest log-prob difference \(worst)"
+        )
         #expect(agreement >= 0.995, "top-1 agreement \(agree)/\(reference.ids.count)")
         #expect(worst <= 0.02, "largest log-prob difference of the reference's top token: \(worst)")
     }
@@ -73,11 +81,13 @@ import Testing
     /// Greedy continuations of chat prompts, decoded token by token through the KV cache, agree
     /// for at least 32 tokens; a divergence earlier is accepted only at a near tie of the
     /// reference's two best logits (< 0.02), where float32 rounding decides.
-    @Test(.enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
-    func greedyContinuationsAgree() async throws {
+    @Test(
+        .enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"),
+        arguments: faithful)
+    func greedyContinuationsAgree(activations: ComputeOptions.Activations) async throws {
         let prompts = try Self.fixture("transformers_reference", as: Transformers.self).greedy
         #expect(prompts.count >= 4)
-        let (shard, head) = try Self.model()
+        let (shard, head) = try Self.model(activations)
         for (index, prompt) in prompts.enumerated() {
             let id = "g\(index)"
             var logits = try await Self.logits(prompt.prompt_ids, id: id, shard: shard, head: head)
@@ -92,7 +102,9 @@ import Testing
             }
             await shard.release([id])
             let divergence = ours.indices.first { ours[$0] != prompt.generated_ids[$0] } ?? ours.count
-            print("transformers greedy prompt \(index): agrees for \(divergence)/\(ours.count) tokens")
+            print(
+                "transformers greedy prompt \(index), \(activations) activations: agrees for \(divergence)/\(ours.count) tokens"
+            )
             let nearTie = divergence < prompt.margins.count && prompt.margins[divergence] < 0.02
             #expect(
                 divergence >= 32 || nearTie,
@@ -103,11 +115,13 @@ import Testing
     /// llama.cpp's perplexity tool scoring (chunks of n_ctx from an empty cache, the second half
     /// of each chunk scored) on the same ids: within 2% of llama.cpp, and close to transformers'
     /// float32 run of the same scoring.
-    @Test(.enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
-    func perplexityMatchesLlamaCppScoring() async throws {
+    @Test(
+        .enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"),
+        arguments: faithful)
+    func perplexityMatchesLlamaCppScoring(activations: ComputeOptions.Activations) async throws {
         let reference = try Self.fixture("llamacpp_perplexity", as: LlamaCpp.self)
         let transformers = try Self.fixture("transformers_reference", as: Transformers.self).perplexity.ppl
-        let (shard, head) = try Self.model()
+        let (shard, head) = try Self.model(activations)
         let vocabulary = head.vocabularySize
         var negativeLogLikelihood = 0.0
         var scored = 0
@@ -124,7 +138,7 @@ import Testing
         }
         let ours = exp(negativeLogLikelihood / Double(scored))
         print(
-            "perplexity (llama.cpp scoring, \(scored) tokens): ours \(ours), llama.cpp \(reference.ppl), transformers \(transformers)"
+            "perplexity (llama.cpp scoring, \(scored) tokens, \(activations) activations): ours \(ours), llama.cpp \(reference.ppl), transformers \(transformers)"
         )
         #expect(
             abs(ours / reference.ppl - 1) < 0.02,

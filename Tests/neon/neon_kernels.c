@@ -101,10 +101,19 @@ int main(void) {
             tllm_set_cpu_features(0);
             tllm_matmul_rows_q8(NULL, type, w, row_bytes, rows, cols, x, cols, batch, want, rows);
             tllm_set_cpu_features(all);
-            tllm_matmul_packed_q8(NULL, type, packed, rows, cols, x, cols, batch, got, rows);
+            tllm_matmul_packed_q8(NULL, type, packed, rows, cols, x, cols, batch, 1, got, rows);
             for (size_t i = 0; i < batch * rows; i++) {
                 float scale = magnitude(type, w, row_bytes, cols, i % rows, x + i / rows * cols);
                 expect_close("packed q8", type, i, got[i], want[i], scale * 4e-6f + 1e-5f);
+            }
+            // Two planes: the same kernel on twice the rows, against the reference's two planes.
+            tllm_set_cpu_features(0);
+            tllm_matmul_packed_q8(NULL, type, packed, rows, cols, x, cols, batch, 2, want, rows);
+            tllm_set_cpu_features(all);
+            tllm_matmul_packed_q8(NULL, type, packed, rows, cols, x, cols, batch, 2, got, rows);
+            for (size_t i = 0; i < batch * rows; i++) {
+                float scale = magnitude(type, w, row_bytes, cols, i % rows, x + i / rows * cols);
+                expect_close("packed two planes", type, i, got[i], want[i], scale * 4e-6f + 1e-5f);
             }
             free(x);
             free(want);

@@ -22,9 +22,15 @@ _Static_assert(sizeof(tllm_block_q8_act) == 40, "wrong q8 activation block size"
 /// Quantises `n` floats (a multiple of 32) to activation blocks (round to nearest).
 void tllm_quantize_activations(const float *x, tllm_block_q8_act *out, size_t n);
 
+/// The residual of blocks `hi` (from tllm_quantize_activations on the same `x`) as a second
+/// 8-bit plane with scale hi.d / 256: x ≈ hi + lo, a step of max|x| / 32512 per block, about
+/// 16 bits. The kernels take a plane as they take any activation row; the planes' products add.
+void tllm_quantize_residual(const float *x, const tllm_block_q8_act *hi, tllm_block_q8_act *out, size_t n);
+
 /// `batch` rows of `cols` floats (`x_stride` apart) quantised into a malloc'ed array of
-/// activation blocks, row after row; NULL when out of memory. The caller frees it.
-tllm_block_q8_act *tllm_quantize_rows(const float *x, size_t x_stride, size_t batch, size_t cols);
+/// activation blocks: for each row, `planes` (1, or 2 with the residual) rows of blocks. NULL
+/// when out of memory. The caller frees it.
+tllm_block_q8_act *tllm_quantize_rows(const float *x, size_t x_stride, size_t batch, size_t cols, int planes);
 
 /// Whether a weight type has an 8-bit-activation dot product (Q4_0, Q4_1, Q8_0).
 int tllm_q8_supported(int type);
@@ -50,9 +56,11 @@ int tllm_q8_packable(int type, size_t rows, size_t cols);
 /// time. Split over the pool. Returns -1 when not packable.
 int tllm_q8_pack(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols, void *out);
 
-/// As tllm_matmul_rows_q8, on packed weights (any batch; four activation rows share each pass).
+/// As tllm_matmul_rows_q8, on packed weights (any batch; four activation planes share each
+/// pass). `planes` 1 quantises activations to 8 bits; 2 adds the residual plane (about 16 bits,
+/// close to the float path at twice the integer work).
 int tllm_matmul_packed_q8(tllm_pool *pool, int type, const void *packed, size_t rows, size_t cols, const float *x,
-                          size_t x_stride, size_t batch, float *y, size_t y_stride);
+                          size_t x_stride, size_t batch, int planes, float *y, size_t y_stride);
 
 /// Rows [row_start, row_start + row_count) of packed weights as float32, `cols` apart.
 int tllm_dequantize_packed(int type, const void *packed, size_t cols, size_t row_start, size_t row_count,
