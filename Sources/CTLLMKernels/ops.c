@@ -139,21 +139,24 @@ enum { ATTENTION_TILE = 32, ATTENTION_ROWS = 8 };
 
 /// Per-thread scratch for one work item.
 typedef struct {
-    float *keys, *values;  // ATTENTION_TILE × head_dim each, float32
+    float *keys, *values;  // ATTENTION_TILE × head_dim each: a float16 cache's tile as float32
     float *scores;         // ATTENTION_TILE
     float *max, *sum;      // one per query
     float *acc;            // queries × head_dim
 } attention_scratch;
 
-/// Copies positions [t0, t0 + n) of one KV head into a float32 tile.
+/// Rows of positions [t0, t0 + n) of one KV head as float32: a float32 cache's rows in place,
+/// a float16 cache's converted into `tile`.
 static void load_tile(const tllm_kv_view *kv, const void *base, size_t t0, size_t n, size_t head_offset, size_t d,
-                      float *tile) {
+                      float *tile, const float **rows) {
     for (size_t t = 0; t < n; t++) {
         const uint8_t *raw = kv_row(kv, base, t0 + t) + head_offset;
-        if (kv->type == TLLM_TYPE_F16)
+        if (kv->type == TLLM_TYPE_F16) {
             tllm_f16_to_f32((const uint16_t *)raw, tile + t * d, d);
-        else
-            memcpy(tile + t * d, raw, d * sizeof(float));
+            rows[t] = tile + t * d;
+        } else {
+            rows[t] = (const float *)raw;
+        }
     }
 }
 
@@ -178,8 +181,9 @@ static void attend_block(const attention_job *job, size_t row0, size_t nrows, si
     if (to < end) end = to;
     for (size_t t0 = from; t0 < end; t0 += ATTENTION_TILE) {
         const size_t n = end - t0 < ATTENTION_TILE ? end - t0 : ATTENTION_TILE;
-        load_tile(kv, kv->keys, t0, n, head_offset, d, w->keys);
-        load_tile(kv, kv->values, t0, n, head_offset, d, w->values);
+        const float *keys[ATTENTION_TILE], *values[ATTENTION_TILE];
+        load_tile(kv, kv->keys, t0, n, head_offset, d, w->keys, keys);
+        load_tile(kv, kv->values, t0, n, head_offset, d, w->values, values);
         for (size_t r = 0; r < nrows; r++) {
             const size_t visible = job->start + row0 + r + 1;  // causal: positions [0, visible)
             if (visible <= t0) continue;
@@ -189,7 +193,7 @@ static void attend_block(const attention_job *job, size_t row0, size_t nrows, si
                 const float *q = job->q + (row0 + r) * job->heads * d + (head0 + h) * d;
                 float tile_max = -INFINITY;
                 for (size_t t = 0; t < count; t++) {
-                    const float score = tllm_vec_dot(TLLM_TYPE_F32, w->keys + t * d, q, d) * job->scale;
+                    const float score = tllm_vec_dot(TLLM_TYPE_F32, keys[t], q, d) * job->scale;
                     w->scores[t] = score;
                     if (score > tile_max) tile_max = score;
                 }
@@ -203,7 +207,7 @@ static void attend_block(const attention_job *job, size_t row0, size_t nrows, si
                     for (size_t i = 0; i < d; i++) acc[i] *= correction;
                 for (size_t t = 0; t < count; t++) {
                     const float p = w->scores[t];
-                    const float *v = w->values + t * d;
+                    const float *v = values[t];
                     for (size_t i = 0; i < d; i++) acc[i] += p * v[i];
                 }
             }
