@@ -123,13 +123,15 @@ int tllm_dequantize_packed(int type, const void *packed, size_t cols, size_t row
     return 0;
 }
 
-/// Products of one group (16 rows) with `nx` (1..4) activation rows: out[i * 16 + lane].
-typedef void (*group_fn)(const uint8_t *group, size_t blocks, const tllm_block_q8_act *const *x, int nx,
+/// Products of one group (16 rows) with `nx` (1..4) activation rows of `planes` (1 or 2)
+/// planes each, x[i * planes + p]: out[i * 16 + lane]. Two planes add in integers per block,
+/// hi · 256 + lo (the lo plane's scale is hi's / 256), so they cost one conversion and scale.
+typedef void (*group_fn)(const uint8_t *group, size_t blocks, const tllm_block_q8_act *const *x, int nx, int planes,
                          float *out);
 
-/// Portable reference: each row unpacked and multiplied by the scalar integer dot.
-static void group_ref(int type, const uint8_t *group, size_t blocks, const tllm_block_q8_act *const *x, int nx,
-                      float *out) {
+/// Portable reference: each row unpacked and multiplied by the scalar integer dot, plane by plane.
+static void group_ref(int type, int planes, const uint8_t *group, size_t blocks, const tllm_block_q8_act *const *x,
+                      int nx, float *out) {
     packed_shape s;
     shape_of(type, &s);
     uint8_t row[34 * 512];
@@ -139,19 +141,35 @@ static void group_ref(int type, const uint8_t *group, size_t blocks, const tllm_
             for (size_t b = 0; b < n; b++)
                 move_block(&s, (uint8_t *)group + (done + b) * GROUP * s.block_bytes, lane, row + b * s.block_bytes, 0);
             for (int i = 0; i < nx; i++) {
-                float part = tllm_vec_dot_q8_ref(type, row, x[i] + done, n * 32);
+                float part = 0;
+                for (int p = 0; p < planes; p++) part += tllm_vec_dot_q8_ref(type, row, x[i * planes + p] + done, n * 32);
                 out[i * GROUP + lane] = done == 0 ? part : out[i * GROUP + lane] + part;
             }
         }
 }
 
-// One function per (path, type) so the type tests fold away inside the hot loop; ATTRIBUTES
-// holds the path's target attribute (empty for the reference and NEON).
+// One function per (path, type), with the plane count a constant in each branch, so the type
+// and plane tests fold away inside the hot loop; ATTRIBUTES holds the path's target attribute
+// (empty for the reference and NEON).
 #define DEFINE_GROUP(PATH, ATTRIBUTES, NAME, TYPE)                                                                  \
     ATTRIBUTES static void group_##PATH##_##NAME(const uint8_t *group, size_t blocks,                                \
-                                                 const tllm_block_q8_act *const *x, int nx, float *out) {          \
-        group_##PATH(TYPE, group, blocks, x, nx, out);                                                                \
+                                                 const tllm_block_q8_act *const *x, int nx, int planes, float *out) { \
+        if (planes == 2) group_##PATH(TYPE, 2, group, blocks, x, nx, out);                                           \
+        else group_##PATH(TYPE, 1, group, blocks, x, nx, out);                                                       \
     }
+
+/// Per block and activation row: the scale and Σ-term of its planes together. With two planes
+/// the integer dot is hi · 256 + lo, in units of the lo plane's scale.
+typedef struct {
+    float d, s;
+} plane_scale;
+
+static inline plane_scale planes_scale(const tllm_block_q8_act *const *x, int i, int planes, size_t b) {
+    const tllm_block_q8_act *hi = &x[i * planes][b];
+    if (planes == 1) return (plane_scale){hi->d, hi->s};
+    const tllm_block_q8_act *lo = &x[i * planes + 1][b];
+    return (plane_scale){lo->d, hi->s + lo->s};
+}
 
 #if defined(__x86_64__)
 
@@ -167,9 +185,9 @@ static inline int32_t four_bytes(const int8_t *q) {
 /// AVX512-VNNI, all 16 rows in one register. Q4: each chunk's low nibbles are weights 4k..4k+3,
 /// its high nibbles weights 16+4k..; Q8_0: weights XOR 0x80 are unsigned (w + 128), and the
 /// 128·Σx that adds is taken off with the offset term, as Q4_0's 8·Σx is.
-__attribute__((target(VNNI_TARGET))) static inline void group_vnni(int type, const uint8_t *group, size_t blocks,
-                                                                   const tllm_block_q8_act *const *x, int nx,
-                                                                   float *out) {
+__attribute__((target(VNNI_TARGET))) static inline void group_vnni(int type, int planes, const uint8_t *group,
+                                                                   size_t blocks, const tllm_block_q8_act *const *x,
+                                                                   int nx, float *out) {
     const size_t stride = GROUP * (type == TLLM_TYPE_Q4_1 ? 20 : type == TLLM_TYPE_Q8_0 ? 34 : 18);
     const __m512i nibble = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
     __m512 acc[4], off[4];
@@ -183,15 +201,19 @@ __attribute__((target(VNNI_TARGET))) static inline void group_vnni(int type, con
             __m512i w[8];
             for (int k = 0; k < 8; k++) w[k] = _mm512_xor_si512(_mm512_loadu_si512(q + 64 * k), flip);
             for (int i = 0; i < nx; i++) {
-                const int8_t *xq = x[i][b].qs;
-                __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-                for (int k = 0; k < 8; k += 2) {
-                    s0 = _mm512_dpbusd_epi32(s0, w[k], _mm512_set1_epi32(four_bytes(xq + 4 * k)));
-                    s1 = _mm512_dpbusd_epi32(s1, w[k + 1], _mm512_set1_epi32(four_bytes(xq + 4 * k + 4)));
+                __m512i dot = _mm512_setzero_si512();
+                for (int p = 0; p < planes; p++) {
+                    const int8_t *xq = x[i * planes + p][b].qs;
+                    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+                    for (int k = 0; k < 8; k += 2) {
+                        s0 = _mm512_dpbusd_epi32(s0, w[k], _mm512_set1_epi32(four_bytes(xq + 4 * k)));
+                        s1 = _mm512_dpbusd_epi32(s1, w[k + 1], _mm512_set1_epi32(four_bytes(xq + 4 * k + 4)));
+                    }
+                    dot = _mm512_add_epi32(_mm512_slli_epi32(dot, 8), _mm512_add_epi32(s0, s1));
                 }
-                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)),
-                                         _mm512_mul_ps(d, _mm512_set1_ps(x[i][b].d)), acc[i]);
-                off[i] = _mm512_fmadd_ps(d, _mm512_set1_ps(-128.0f * x[i][b].s), off[i]);
+                const plane_scale a = planes_scale(x, i, planes, b);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(a.d)), acc[i]);
+                off[i] = _mm512_fmadd_ps(d, _mm512_set1_ps(-128.0f * a.s), off[i]);
             }
             continue;
         }
@@ -205,16 +227,20 @@ __attribute__((target(VNNI_TARGET))) static inline void group_vnni(int type, con
             hi[k] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
         }
         for (int i = 0; i < nx; i++) {
-            const int8_t *xq = x[i][b].qs;
-            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-            for (int k = 0; k < 4; k++) {
-                s0 = _mm512_dpbusd_epi32(s0, lo[k], _mm512_set1_epi32(four_bytes(xq + 4 * k)));
-                s1 = _mm512_dpbusd_epi32(s1, hi[k], _mm512_set1_epi32(four_bytes(xq + 16 + 4 * k)));
+            __m512i dot = _mm512_setzero_si512();
+            for (int p = 0; p < planes; p++) {
+                const int8_t *xq = x[i * planes + p][b].qs;
+                __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+                for (int k = 0; k < 4; k++) {
+                    s0 = _mm512_dpbusd_epi32(s0, lo[k], _mm512_set1_epi32(four_bytes(xq + 4 * k)));
+                    s1 = _mm512_dpbusd_epi32(s1, hi[k], _mm512_set1_epi32(four_bytes(xq + 16 + 4 * k)));
+                }
+                dot = _mm512_add_epi32(_mm512_slli_epi32(dot, 8), _mm512_add_epi32(s0, s1));
             }
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)),
-                                     _mm512_mul_ps(d, _mm512_set1_ps(x[i][b].d)), acc[i]);
+            const plane_scale a = planes_scale(x, i, planes, b);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(a.d)), acc[i]);
             // Q4_0: (q - 8)·x = q·x - 8·Σx; Q4_1: + m·Σx.
-            off[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(q4_1 ? x[i][b].s : -8.0f * x[i][b].s), off[i]);
+            off[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(q4_1 ? a.s : -8.0f * a.s), off[i]);
         }
     }
     for (int i = 0; i < nx; i++) _mm512_storeu_ps(out + i * GROUP, _mm512_add_ps(acc[i], off[i]));
@@ -222,9 +248,9 @@ __attribute__((target(VNNI_TARGET))) static inline void group_vnni(int type, con
 
 /// AVX2: the group as two halves of 8 rows (bytes 0..31 and 32..63 of each chunk), with
 /// maddubs + madd for the dot; Q8_0 takes |w| and x with w's sign (maddubs saturates on w + 128).
-__attribute__((target(AVX2_TARGET))) static inline void group_avx2(int type, const uint8_t *group, size_t blocks,
-                                                                   const tllm_block_q8_act *const *x, int nx,
-                                                                   float *out) {
+__attribute__((target(AVX2_TARGET))) static inline void group_avx2(int type, int planes, const uint8_t *group,
+                                                                   size_t blocks, const tllm_block_q8_act *const *x,
+                                                                   int nx, float *out) {
     const size_t stride = GROUP * (type == TLLM_TYPE_Q4_1 ? 20 : type == TLLM_TYPE_Q8_0 ? 34 : 18);
     const __m256i nibble = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const int q4_1 = type == TLLM_TYPE_Q4_1, q8 = type == TLLM_TYPE_Q8_0;
@@ -248,18 +274,23 @@ __attribute__((target(AVX2_TARGET))) static inline void group_avx2(int type, con
                 }
             }
             for (int i = 0; i < nx; i++) {
-                const int8_t *xq = x[i][b].qs;
-                __m256i sum = _mm256_setzero_si256();
-                for (int k = 0; k < 8; k++) {
-                    // Q4: w[k] for k < 4 are weights 4k.., w[k + 4] weights 16 + 4k..; Q8_0: 4k...
-                    const int8_t *xs = q8 ? xq + 4 * k : (k < 4 ? xq + 4 * k : xq + 16 + 4 * (k - 4));
-                    __m256i xv = _mm256_set1_epi32(four_bytes(xs));
-                    __m256i u = q8 ? _mm256_sign_epi8(w[k], w[k]) : w[k];
-                    __m256i s = q8 ? _mm256_sign_epi8(xv, w[k]) : xv;
-                    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
+                __m256i dot = _mm256_setzero_si256();
+                for (int p = 0; p < planes; p++) {
+                    const int8_t *xq = x[i * planes + p][b].qs;
+                    __m256i sum = _mm256_setzero_si256();
+                    for (int k = 0; k < 8; k++) {
+                        // Q4: w[k] for k < 4 are weights 4k.., w[k + 4] weights 16 + 4k..; Q8_0: 4k...
+                        const int8_t *xs = q8 ? xq + 4 * k : (k < 4 ? xq + 4 * k : xq + 16 + 4 * (k - 4));
+                        __m256i xv = _mm256_set1_epi32(four_bytes(xs));
+                        __m256i u = q8 ? _mm256_sign_epi8(w[k], w[k]) : w[k];
+                        __m256i s = q8 ? _mm256_sign_epi8(xv, w[k]) : xv;
+                        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
+                    }
+                    dot = _mm256_add_epi32(_mm256_slli_epi32(dot, 8), sum);
                 }
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(d, _mm256_set1_ps(x[i][b].d)), acc[i]);
-                if (!q8) off[i] = _mm256_fmadd_ps(m, _mm256_set1_ps(q4_1 ? x[i][b].s : -8.0f * x[i][b].s), off[i]);
+                const plane_scale a = planes_scale(x, i, planes, b);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(d, _mm256_set1_ps(a.d)), acc[i]);
+                if (!q8) off[i] = _mm256_fmadd_ps(m, _mm256_set1_ps(q4_1 ? a.s : -8.0f * a.s), off[i]);
             }
         }
         for (int i = 0; i < nx; i++) _mm256_storeu_ps(out + i * GROUP + 8 * half, _mm256_add_ps(acc[i], off[i]));
@@ -297,8 +328,8 @@ static inline int8x16_t broadcast4(const int8_t *q) {
 
 /// NEON: the group as four quarters of 4 rows (16 bytes of each 64-byte chunk). Q8_0 weights are
 /// signed already, so no offset; Q4 nibbles (0..15) are taken as signed bytes.
-static inline void group_neon(int type, const uint8_t *group, size_t blocks, const tllm_block_q8_act *const *x, int nx,
-                              float *out) {
+static inline void group_neon(int type, int planes, const uint8_t *group, size_t blocks,
+                              const tllm_block_q8_act *const *x, int nx, float *out) {
     const size_t stride = GROUP * (type == TLLM_TYPE_Q4_1 ? 20 : type == TLLM_TYPE_Q8_0 ? 34 : 18);
     const int q4_1 = type == TLLM_TYPE_Q4_1, q8 = type == TLLM_TYPE_Q8_0;
     for (int quarter = 0; quarter < 4; quarter++) {
@@ -321,14 +352,19 @@ static inline void group_neon(int type, const uint8_t *group, size_t blocks, con
                 }
             }
             for (int i = 0; i < nx; i++) {
-                const int8_t *xq = x[i][b].qs;
-                int32x4_t sum = vdupq_n_s32(0);
-                for (int k = 0; k < 8; k++)
-                    sum = dot_lanes(sum, w[k], broadcast4(q8 || k < 4 ? xq + 4 * k : xq + 16 + 4 * (k - 4)));
-                float32x4_t scaled = vmulq_n_f32(vcvtq_f32_s32(sum), x[i][b].d);
-                if (!q8 && !q4_1) scaled = vsubq_f32(scaled, vdupq_n_f32(8.0f * x[i][b].s));
+                int32x4_t dot = vdupq_n_s32(0);
+                for (int p = 0; p < planes; p++) {
+                    const int8_t *xq = x[i * planes + p][b].qs;
+                    int32x4_t sum = vdupq_n_s32(0);
+                    for (int k = 0; k < 8; k++)
+                        sum = dot_lanes(sum, w[k], broadcast4(q8 || k < 4 ? xq + 4 * k : xq + 16 + 4 * (k - 4)));
+                    dot = vaddq_s32(vshlq_n_s32(dot, 8), sum);
+                }
+                const plane_scale a = planes_scale(x, i, planes, b);
+                float32x4_t scaled = vmulq_n_f32(vcvtq_f32_s32(dot), a.d);
+                if (!q8 && !q4_1) scaled = vsubq_f32(scaled, vdupq_n_f32(8.0f * a.s));
                 acc[i] = vfmaq_f32(acc[i], d, scaled);
-                if (q4_1) acc[i] = vfmaq_n_f32(acc[i], m, x[i][b].s);
+                if (q4_1) acc[i] = vfmaq_n_f32(acc[i], m, a.s);
             }
         }
         for (int i = 0; i < nx; i++) vst1q_f32(out + i * GROUP + 4 * quarter, acc[i]);
@@ -376,23 +412,17 @@ static void packed_task(void *raw, int index, int count) {
     const packed_job *job = raw;
     size_t start, end;
     tllm_row_range(job->groups, index, count, &start, &end);
-    // Up to four planes per pass share each unpacked weight chunk; an output is the sum of its
-    // row's planes.
-    const size_t per_pass = 4 / (size_t)job->planes;
     for (size_t g = start; g < end; g++) {
-        for (size_t i0 = 0; i0 < job->batch; i0 += per_pass) {
-            size_t rows = job->batch - i0 < per_pass ? job->batch - i0 : per_pass;
-            int nx = (int)rows * job->planes;
-            const tllm_block_q8_act *x[4];
-            for (int i = 0; i < nx; i++) x[i] = job->xq + (i0 * (size_t)job->planes + (size_t)i) * job->blocks;
+        // Up to four activation rows per pass share each unpacked weight chunk.
+        for (size_t i0 = 0; i0 < job->batch; i0 += 4) {
+            int nx = job->batch - i0 < 4 ? (int)(job->batch - i0) : 4;
+            const tllm_block_q8_act *x[8];
+            for (int i = 0; i < nx * job->planes; i++)
+                x[i] = job->xq + (i0 * (size_t)job->planes + (size_t)i) * job->blocks;
             float out[4 * GROUP];
-            job->kernel(job->packed + g * job->group_bytes, job->blocks, x, nx, out);
-            for (size_t r = 0; r < rows; r++) {
-                float *y = job->y + (i0 + r) * job->y_stride + g * GROUP;
-                const float *planes = out + r * (size_t)job->planes * GROUP;
-                for (int lane = 0; lane < GROUP; lane++)
-                    y[lane] = job->planes == 2 ? planes[lane] + planes[GROUP + lane] : planes[lane];
-            }
+            job->kernel(job->packed + g * job->group_bytes, job->blocks, x, nx, job->planes, out);
+            for (int i = 0; i < nx; i++)
+                memcpy(job->y + (i0 + i) * job->y_stride + g * GROUP, out + i * GROUP, GROUP * sizeof(float));
         }
     }
 }

@@ -46,8 +46,15 @@ import Testing
             ids: reference.ids, topIDs: reference.top_ids, topLogprobs: reference.top_logprobs, options: options)
     }
 
-    /// Teacher-forces `ids` and compares each position's log-probabilities with a reference's
-    /// top tokens: how many top-1 agree, and the largest log-prob difference of the reference's top token.
+    /// Rows per step when teacher-forcing: one step for float32; for the integer paths steps small
+    /// enough for their kernels (larger batches go through dequantise + sgemm).
+    static func teacherForcingChunk(_ options: ComputeOptions) -> Int {
+        options.activations == .float32 ? Int.max : Linear.sgemmMinimumRows - 16
+    }
+
+    /// Teacher-forces `ids` (in steps of `teacherForcingChunk` rows through the KV cache) and
+    /// compares each position's log-probabilities with a reference's top tokens: how many top-1
+    /// agree, and the largest log-prob difference of the reference's top token.
     static func compare(
         ids: [Int32], topIDs: [[Int]], topLogprobs: [[Double]], options: ComputeOptions = ComputeOptions()
     ) async throws -> (agree: Int, of: Int, worst: Double) {
@@ -55,9 +62,8 @@ import Testing
         let shard = try ShardActor(
             model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options)
         let head = try HeadActor(model: model, threads: 2, options: options)
-        var hidden = try await head.embed(ids)
-        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "a", rows: ids.count)])
-        let logits = await head.logits(hidden, rows: ids.count)
+        let logits = try await TransformersReferenceTests.logits(
+            ids, id: "a", shard: shard, head: head, chunk: teacherForcingChunk(options))
         let vocabulary = head.vocabularySize
         var agree = 0
         var worst = 0.0

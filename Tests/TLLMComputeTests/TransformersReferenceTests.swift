@@ -55,10 +55,18 @@ import Testing
     /// The faithful arithmetics: float32, and 16-bit activations in two 8-bit planes.
     static let faithful: [ComputeOptions.Activations] = [.float32, .int16]
 
-    static func logits(_ tokens: [Int32], id: String, shard: ShardActor, head: HeadActor) async throws -> [Float] {
-        var hidden = try await head.embed(tokens)
-        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: id, rows: tokens.count)])
-        return await head.logits(hidden, rows: tokens.count)
+    /// Logits of `tokens` fed to sequence `id` in steps of at most `chunk` rows.
+    static func logits(
+        _ tokens: [Int32], id: String, shard: ShardActor, head: HeadActor, chunk: Int = .max
+    ) async throws -> [Float] {
+        var logits: [Float] = []
+        for start in stride(from: 0, to: tokens.count, by: chunk) {
+            let part = Array(tokens[start..<min(start + chunk, tokens.count)])
+            var hidden = try await head.embed(part)
+            hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: id, rows: part.count)])
+            logits += await head.logits(hidden, rows: part.count)
+        }
+        return logits
     }
 
     @Test(
@@ -127,7 +135,9 @@ import Testing
         var scored = 0
         for chunk in 0..<reference.n_chunk {
             let tokens = Array(reference.ids[(chunk * reference.n_ctx)..<((chunk + 1) * reference.n_ctx)])
-            let logits = try await Self.logits(tokens, id: "c\(chunk)", shard: shard, head: head)
+            let logits = try await Self.logits(
+                tokens, id: "c\(chunk)", shard: shard, head: head,
+                chunk: LlamaForwardTests.teacherForcingChunk(ComputeOptions(activations: activations)))
             await shard.release(["c\(chunk)"])
             for position in reference.first_scored_logit_position..<(reference.n_ctx - 1) {
                 let logprobs = LlamaForwardTests.logSoftmax(
