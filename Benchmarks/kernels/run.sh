@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Kernel-level comparison of the 8-bit paths (row layout vs packed 16-row groups, with and
-# without software prefetch), one thread, Q4_0 / Q4_1 / Q8_0. Compiles the kernel sources
-# directly with clang -O2; ~1 minute.
+# Kernel-level comparison of the quantised paths (float activations, 8-bit row layout, packed
+# 16-row groups with one and two activation planes), with and without software prefetch, one
+# thread, Q4_0 / Q4_1 / Q8_0. Compiles the kernel sources directly with clang -O2; ~2 minutes.
 #
 #   bash Benchmarks/kernels/run.sh [batch]
 set -euo pipefail

@@ -99,7 +99,8 @@ prefix_workload() {
 }
 
 ours=(--is_local --model_path "$model" --hostname 127.0.0.1 --threads "$threads")
-# Extra flags for our server, e.g. TLLM_SERVER_ARGS=--int8_activations (llama.cpp's numerics).
+# Extra flags for our server, e.g. TLLM_SERVER_ARGS="--activations int8" (llama.cpp's numerics) or
+# "--activations float32" (ours defaults to int16).
 read -r -a extra <<<"${TLLM_SERVER_ARGS:-}"
 ours+=("${extra[@]}")
 new_port
