@@ -31,25 +31,21 @@ static unsigned detect(void) { return 0; }
 
 static _Atomic int detected = 0;
 static _Atomic unsigned supported = 0;
-static _Atomic unsigned active = 0;
+/// This thread's restriction (all paths unless a test narrowed them); pool workers take the
+/// submitting thread's for each job (pool.c).
+static _Thread_local unsigned narrowed = ~0u;
 
 unsigned tllm_cpu_features(void) {
     if (!atomic_load_explicit(&detected, memory_order_acquire)) {
-        unsigned f = detect();
-        atomic_store(&supported, f);
-        atomic_store(&active, f);
+        atomic_store(&supported, detect());
         atomic_store_explicit(&detected, 1, memory_order_release);
     }
     return atomic_load(&supported);
 }
 
-unsigned tllm_active_features(void) {
-    tllm_cpu_features();
-    return atomic_load_explicit(&active, memory_order_relaxed);
-}
+unsigned tllm_active_features(void) { return tllm_cpu_features() & narrowed; }
 
 unsigned tllm_set_cpu_features(unsigned mask) {
-    unsigned f = tllm_cpu_features() & mask;
-    atomic_store(&active, f);
-    return f;
+    narrowed = mask;
+    return tllm_cpu_features() & mask;
 }

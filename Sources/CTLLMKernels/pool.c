@@ -2,6 +2,8 @@
 // on a condition variable: decode runs hundreds of small parallel regions per token, where a
 // futex wake-up per region would cost more than the work.
 #include "tllm_matmul.h"
+#include "tllm_kernels.h"
+#include "dispatch.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -17,6 +19,7 @@ struct tllm_pool {
     _Atomic int stop;
     void (*task)(void *, int, int);
     void *context;
+    unsigned features;  // the submitting thread's SIMD paths, for the workers to use
 };
 
 typedef struct {
@@ -48,6 +51,7 @@ static void *worker_main(void *raw) {
         }
         if (atomic_load(&pool->stop)) return NULL;
         seen = generation;
+        tllm_set_cpu_features(pool->features);
         pool->task(pool->context, arg.index, pool->threads);
         atomic_fetch_sub_explicit(&pool->remaining, 1, memory_order_acq_rel);
     }
@@ -91,6 +95,7 @@ void tllm_pool_run(tllm_pool *pool, void (*task)(void *, int, int), void *contex
     }
     pool->task = task;
     pool->context = context;
+    pool->features = tllm_active_features();
     atomic_store_explicit(&pool->remaining, pool->threads - 1, memory_order_release);
     pthread_mutex_lock(&pool->mutex);
     atomic_fetch_add_explicit(&pool->generation, 1, memory_order_acq_rel);

@@ -17,8 +17,10 @@ enum {
 };
 unsigned tllm_cpu_features(void);
 
-/// Restricts the SIMD paths in use to `mask & tllm_cpu_features()` (tests use
-/// this to compare every path with the reference). Returns the mask in force.
+/// Restricts the SIMD paths in use to `mask & tllm_cpu_features()` (tests use this to compare
+/// every path with the reference). Returns the mask in force. The restriction belongs to the
+/// calling thread, and to the pool threads while they run its jobs: other threads (other tests,
+/// a model computing) keep their own.
 unsigned tllm_set_cpu_features(unsigned mask);
 
 /// float32 -> IEEE binary16, round to nearest even (overflow -> +-inf, NaN stays NaN).
