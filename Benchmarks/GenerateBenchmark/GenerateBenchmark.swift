@@ -45,7 +45,7 @@ struct GenerateBenchmark: AsyncParsableCommand {
         var results: [[String: Any]] = []
         for threadCount in threads.split(separator: ",").compactMap({ Int($0) }) {
             guard let precision = ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations) else {
-                throw ValidationError("--activations must be float32, int16 or int8")
+                throw ValidationError(ComputeOptions.Activations.flagError)
             }
             let options = ComputeOptions(activations: precision)
             let shard = try ShardActor(

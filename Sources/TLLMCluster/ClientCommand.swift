@@ -97,9 +97,12 @@ public struct ClientCommand: AsyncParsableCommand {
         guard ["float32", "float16"].contains(kvCacheDType) else {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
         }
-        guard ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations) != nil else {
-            throw ValidationError("--activations must be float32, int16 or int8")
-        }
+        guard resolvedActivations != nil else { throw ValidationError(ComputeOptions.Activations.flagError) }
+    }
+
+    /// `--activations` after `--int8_activations`; nil when invalid.
+    var resolvedActivations: ComputeOptions.Activations? {
+        ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations)
     }
 
     public func run() async throws {
@@ -119,8 +122,7 @@ public struct ClientCommand: AsyncParsableCommand {
             service: service,
             threads: threads ?? ProcessInfo.processInfo.activeProcessorCount,
             compute: ComputeOptions(
-                activations: ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations)
-                    ?? .commandDefault,
+                activations: resolvedActivations ?? .commandDefault,
                 kvCache: ComputeOptions.CacheElement(rawValue: kvCacheDType) ?? .float32,
                 kvCacheBudget: kvCacheMemory.flatMap(ByteCount.parse)),
             logger: logger)

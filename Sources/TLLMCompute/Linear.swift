@@ -245,6 +245,9 @@ public struct ComputeOptions: Sendable, Hashable {
             self = int8Shorthand ? .int8 : parsed
         }
 
+        /// What the commands say of an unknown `--activations` value.
+        public static let flagError = "--activations must be one of " + allCases.map(\.rawValue).joined(separator: ", ")
+
         /// The commands' default: it passes the same reference tests as float32 (docs/compute.md)
         /// and decodes several times faster. `ComputeOptions()` keeps float32, the reference.
         public static let commandDefault = Activations.int16

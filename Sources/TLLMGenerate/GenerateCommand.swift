@@ -63,7 +63,7 @@ struct GenerateCommand: AsyncParsableCommand {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
         }
         guard let precision = ComputeOptions.Activations(flag: activations, int8Shorthand: int8Activations) else {
-            throw ValidationError("--activations must be float32, int16 or int8")
+            throw ValidationError(ComputeOptions.Activations.flagError)
         }
         let options = ComputeOptions(activations: precision, kvCache: element)
         let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: threads, options: options)

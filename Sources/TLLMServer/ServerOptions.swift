@@ -149,7 +149,7 @@ public struct ServerOptions: ParsableArguments, Sendable {
         guard ["float32", "float16"].contains(kvCacheDType) else {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
         }
-        guard resolvedActivations != nil else { throw ValidationError("--activations must be float32, int16 or int8") }
+        guard resolvedActivations != nil else { throw ValidationError(ComputeOptions.Activations.flagError) }
         if let kvCacheMemory, (ByteCount.parse(kvCacheMemory) ?? 0) < 1 {
             throw ValidationError("--kv_cache_memory must be a size such as 2GiB, 512MB or 1048576")
         }
