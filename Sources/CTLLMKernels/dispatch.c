@@ -5,6 +5,18 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/// Linux keeps AMX tile data disabled until the process asks for it (arch_prctl
+/// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); without the grant a tile instruction faults.
+static int request_amx(void) {
+#if defined(SYS_arch_prctl)
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+    return 0;
+#endif
+}
 
 static unsigned detect(void) {
     unsigned a, b, c, d, features = 0;
@@ -18,9 +30,14 @@ static unsigned detect(void) {
     if (!ymm_ok) return 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512vl = (b >> 31) & 1, avx512bw = (b >> 30) & 1, vnni = (c >> 11) & 1;
+    int avx512dq = (b >> 17) & 1, amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    int tiles_ok = (xcr0_lo & 0x60000) == 0x60000;  // XTILECFG and XTILEDATA state
     if (avx2 && f16c && fma) features |= TLLM_CPU_AVX2_F16C;
     if (avx512f && zmm_ok) features |= TLLM_CPU_AVX512F;
     if (avx512f && avx512vl && avx512bw && vnni && zmm_ok && avx2 && f16c && fma) features |= TLLM_CPU_AVX512VNNI;
+    if (amx_bf16 && amx_tile && tiles_ok && avx512f && avx512vl && avx512bw && avx512dq && zmm_ok && avx2 && f16c &&
+        fma && request_amx())
+        features |= TLLM_CPU_AMX_BF16;
     return features;
 }
 #elif defined(__aarch64__)

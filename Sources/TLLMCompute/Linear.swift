@@ -29,6 +29,10 @@ struct Linear: @unchecked Sendable {
 
     /// Batches of at least this many rows go through dequantise + sgemm.
     static let sgemmMinimumRows = 64
+    /// With int16 activations on a CPU with AMX, batches of at least this many rows go through
+    /// split-bfloat16 tile products (`tllm_matmul_split_bf16`; Benchmarks/kernels/prefill.sh:
+    /// 16 rows run faster on the packed integer kernel, 32 on the tiles).
+    static let splitMinimumRows = 32
     /// Rows of weights dequantised per sgemm tile (bounded scratch: 256 × inputs floats).
     static let tileRows = 256
 
@@ -88,14 +92,23 @@ struct Linear: @unchecked Sendable {
         madvise(address, end - start, MADV_DONTNEED)
     }
 
-    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. Packed weights quantise x and use integer dot
-    /// products: with int8 (one plane) for any number of rows, as that beats dequantise + sgemm
-    /// for prefill too; with int16 (two planes, twice the integer work) below `sgemmMinimumRows`,
-    /// prefill going through sgemm on dequantised tiles as the float path does. With int8, a
+    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. With int16 on a CPU with AMX, many rows
+    /// (prefill) go to the split-bfloat16 tile products, any weight type but F32. Packed weights
+    /// quantise x and use integer dot products: with int8 (one plane) for any number of rows, as
+    /// that beats dequantise + sgemm for prefill too; with int16 (two planes, twice the integer
+    /// work) below `sgemmMinimumRows`, prefill going through sgemm on dequantised tiles as the
+    /// float path does when there is no AMX. With int8, a
     /// single row of row-layout Q4_0 / Q4_1 / Q8_0 weights (shapes that do not pack) is also
     /// quantised, where the float kernel cannot share dequantised blocks.
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
         withExtendedLifetime(owner) {
+            if activations == .int16 && rows >= Self.splitMinimumRows && tllm_split_bf16_supported(type, inputs) != 0
+                && tllm_matmul_split_bf16(
+                    pool.pointer, type, base, rowBytes, packed ? 1 : 0, outputs, inputs, x, inputs, rows, y, outputs)
+                    == 0
+            {
+                return
+            }
             if packed && (activations == .int8 || rows < Self.sgemmMinimumRows) {
                 let status = tllm_matmul_packed_q8(
                     pool.pointer, type, base, outputs, inputs, x, inputs, rows, activations.planes, y, outputs)

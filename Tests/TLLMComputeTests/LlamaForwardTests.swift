@@ -1,3 +1,4 @@
+import CTLLMKernels
 import Foundation
 import TLLMModel
 import TLLMTokenizer
@@ -38,32 +39,28 @@ import Testing
     /// Teacher-forces the reference text through the whole model (one prefill step) and
     /// compares with the reference: top-1 agreements and the largest log-prob difference of
     /// the reference's top token.
-    static func compareWithReference(options: ComputeOptions = ComputeOptions()) async throws -> (
-        agree: Int, of: Int, worst: Double
-    ) {
+    static func compareWithReference(
+        options: ComputeOptions = ComputeOptions(), chunk: Int = .max
+    ) async throws -> (agree: Int, of: Int, worst: Double) {
         let reference = try Self.reference()
         return try await compare(
-            ids: reference.ids, topIDs: reference.top_ids, topLogprobs: reference.top_logprobs, options: options)
+            ids: reference.ids, topIDs: reference.top_ids, topLogprobs: reference.top_logprobs, options: options,
+            chunk: chunk)
     }
 
-    /// Rows per step when teacher-forcing: one step for float32; for the integer paths steps small
-    /// enough for their kernels (larger batches go through dequantise + sgemm).
-    static func teacherForcingChunk(_ options: ComputeOptions) -> Int {
-        options.activations == .float32 ? Int.max : Linear.sgemmMinimumRows - 16
-    }
-
-    /// Teacher-forces `ids` (in steps of `teacherForcingChunk` rows through the KV cache) and
+    /// Teacher-forces `ids` (in steps of at most `chunk` rows through the KV cache) and
     /// compares each position's log-probabilities with a reference's top tokens: how many top-1
     /// agree, and the largest log-prob difference of the reference's top token.
     static func compare(
-        ids: [Int32], topIDs: [[Int]], topLogprobs: [[Double]], options: ComputeOptions = ComputeOptions()
+        ids: [Int32], topIDs: [[Int]], topLogprobs: [[Double]], options: ComputeOptions = ComputeOptions(),
+        chunk: Int = .max
     ) async throws -> (agree: Int, of: Int, worst: Double) {
         let model = try GGUFModel(path: Self.modelPath)
         let shard = try ShardActor(
             model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options)
         let head = try HeadActor(model: model, threads: 2, options: options)
         let logits = try await TransformersReferenceTests.logits(
-            ids, id: "a", shard: shard, head: head, chunk: teacherForcingChunk(options))
+            ids, id: "a", shard: shard, head: head, chunk: chunk)
         let vocabulary = head.vocabularySize
         var agree = 0
         var worst = 0.0
@@ -78,12 +75,11 @@ import Testing
 
     @Test(
         .enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"),
-        arguments: TransformersReferenceTests.faithful)
-    func teacherForcedLogitsMatchTheFloat32Reference(activations: ComputeOptions.Activations) async throws {
-        let (agree, count, worst) = try await Self.compareWithReference(
-            options: ComputeOptions(activations: activations))
-        #expect(agree == count, "\(activations): top-1 agreement \(agree)/\(count)")
-        #expect(worst < 0.01, "\(activations): largest log-prob difference \(worst)")
+        arguments: FaithfulPath.all)
+    func teacherForcedLogitsMatchTheFloat32Reference(path: FaithfulPath) async throws {
+        let (agree, count, worst) = try await Self.compareWithReference(options: path.options, chunk: path.chunk)
+        #expect(agree == count, "\(path): top-1 agreement \(agree)/\(count)")
+        #expect(worst < 0.01, "\(path): largest log-prob difference \(worst)")
     }
 
     @Test(.enabled(if: enabled, "default model not fetched (scripts/fetch-default-model.sh)"))
@@ -241,4 +237,29 @@ import Testing
         _ = try await shard.forward(row, sequences: [SequenceSlice(id: "second", rows: 1)])
         #expect(await shard.cachedLength(of: "second") == 1)
     }
+}
+
+/// An arithmetic held to the float32 reference, with the rows per step that select its kernels.
+struct FaithfulPath: Sendable, CustomTestStringConvertible, CustomStringConvertible {
+    let activations: ComputeOptions.Activations
+    /// Rows per step when a text is fed in (prompts, teacher forcing).
+    let chunk: Int
+    let testDescription: String
+
+    var options: ComputeOptions { ComputeOptions(activations: activations) }
+    var description: String { testDescription }
+
+    static let all = [
+        FaithfulPath(activations: .float32, chunk: .max, testDescription: "float32"),
+        // Below `splitMinimumRows` (and `sgemmMinimumRows`): two 8-bit planes on packed weights.
+        FaithfulPath(
+            activations: .int16, chunk: Linear.splitMinimumRows - 8,
+            testDescription: "int16, 24-row steps (packed integer kernel)"),
+        // Whole prompts: split-bfloat16 AMX tiles where the CPU has them, else dequantise + sgemm.
+        FaithfulPath(
+            activations: .int16, chunk: .max,
+            testDescription:
+                "int16, whole prompts (\(tllm_cpu_features() & UInt32(TLLM_CPU_AMX_BF16) != 0 ? "AMX tiles" : "sgemm"))"
+        ),
+    ]
 }

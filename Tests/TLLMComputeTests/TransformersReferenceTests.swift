@@ -43,17 +43,13 @@ import Testing
         return try JSONDecoder().decode(T.self, from: Data(contentsOf: url))
     }
 
-    static func model(_ activations: ComputeOptions.Activations) throws -> (ShardActor, HeadActor) {
+    static func model(_ options: ComputeOptions) throws -> (ShardActor, HeadActor) {
         let model = try GGUFModel(path: LlamaForwardTests.modelPath)
-        let options = ComputeOptions(activations: activations)
         return (
             try ShardActor(model: model, layers: 0..<model.configuration.layerCount, threads: 2, options: options),
             try HeadActor(model: model, threads: 2, options: options)
         )
     }
-
-    /// The faithful arithmetics: float32, and 16-bit activations in two 8-bit planes.
-    static let faithful: [ComputeOptions.Activations] = [.float32, .int16]
 
     /// Logits of `tokens` fed to sequence `id` in steps of at most `chunk` rows.
     static func logits(
@@ -71,16 +67,16 @@ import Testing
 
     @Test(
         .enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"),
-        arguments: faithful)
-    func teacherForcedOverHundredsOfTokens(activations: ComputeOptions.Activations) async throws {
+        arguments: FaithfulPath.all)
+    func teacherForcedOverHundredsOfTokens(path: FaithfulPath) async throws {
         let reference = try Self.fixture("transformers_reference", as: Transformers.self).teacher_forced
         #expect(reference.ids.count >= 300)
         let (agree, _, worst) = try await LlamaForwardTests.compare(
             ids: reference.ids, topIDs: reference.top_ids, topLogprobs: reference.top_logprobs,
-            options: ComputeOptions(activations: activations))
+            options: path.options, chunk: path.chunk)
         let agreement = Double(agree) / Double(reference.ids.count)
         print(
-            "transformers teacher-forced, \(activations) activations: top-1 \(agree)/\(reference.ids.count), largest log-prob difference \(worst)"
+            "transformers teacher-forced, \(path): top-1 \(agree)/\(reference.ids.count), largest log-prob difference \(worst)"
         )
         #expect(agreement >= 0.995, "top-1 agreement \(agree)/\(reference.ids.count)")
         #expect(worst <= 0.02, "largest log-prob difference of the reference's top token: \(worst)")
@@ -91,14 +87,14 @@ import Testing
     /// reference's two best logits (< 0.02), where float32 rounding decides.
     @Test(
         .enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"),
-        arguments: faithful)
-    func greedyContinuationsAgree(activations: ComputeOptions.Activations) async throws {
+        arguments: FaithfulPath.all)
+    func greedyContinuationsAgree(path: FaithfulPath) async throws {
         let prompts = try Self.fixture("transformers_reference", as: Transformers.self).greedy
         #expect(prompts.count >= 4)
-        let (shard, head) = try Self.model(activations)
+        let (shard, head) = try Self.model(path.options)
         for (index, prompt) in prompts.enumerated() {
             let id = "g\(index)"
-            var logits = try await Self.logits(prompt.prompt_ids, id: id, shard: shard, head: head)
+            var logits = try await Self.logits(prompt.prompt_ids, id: id, shard: shard, head: head, chunk: path.chunk)
             let vocabulary = head.vocabularySize
             var row = Array(logits.suffix(vocabulary))
             var ours: [Int32] = []
@@ -111,7 +107,7 @@ import Testing
             await shard.release([id])
             let divergence = ours.indices.first { ours[$0] != prompt.generated_ids[$0] } ?? ours.count
             print(
-                "transformers greedy prompt \(index), \(activations) activations: agrees for \(divergence)/\(ours.count) tokens"
+                "transformers greedy prompt \(index), \(path): agrees for \(divergence)/\(ours.count) tokens"
             )
             let nearTie = divergence < prompt.margins.count && prompt.margins[divergence] < 0.02
             #expect(
@@ -125,19 +121,18 @@ import Testing
     /// float32 run of the same scoring.
     @Test(
         .enabled(if: LlamaForwardTests.enabled, "default model not fetched (scripts/fetch-default-model.sh)"),
-        arguments: faithful)
-    func perplexityMatchesLlamaCppScoring(activations: ComputeOptions.Activations) async throws {
+        arguments: FaithfulPath.all)
+    func perplexityMatchesLlamaCppScoring(path: FaithfulPath) async throws {
         let reference = try Self.fixture("llamacpp_perplexity", as: LlamaCpp.self)
         let transformers = try Self.fixture("transformers_reference", as: Transformers.self).perplexity.ppl
-        let (shard, head) = try Self.model(activations)
+        let (shard, head) = try Self.model(path.options)
         let vocabulary = head.vocabularySize
         var negativeLogLikelihood = 0.0
         var scored = 0
         for chunk in 0..<reference.n_chunk {
             let tokens = Array(reference.ids[(chunk * reference.n_ctx)..<((chunk + 1) * reference.n_ctx)])
             let logits = try await Self.logits(
-                tokens, id: "c\(chunk)", shard: shard, head: head,
-                chunk: LlamaForwardTests.teacherForcingChunk(ComputeOptions(activations: activations)))
+                tokens, id: "c\(chunk)", shard: shard, head: head, chunk: path.chunk)
             await shard.release(["c\(chunk)"])
             for position in reference.first_scored_logit_position..<(reference.n_ctx - 1) {
                 let logprobs = LlamaForwardTests.logSoftmax(
@@ -148,7 +143,7 @@ import Testing
         }
         let ours = exp(negativeLogLikelihood / Double(scored))
         print(
-            "perplexity (llama.cpp scoring, \(scored) tokens, \(activations) activations): ours \(ours), llama.cpp \(reference.ppl), transformers \(transformers)"
+            "perplexity (llama.cpp scoring, \(scored) tokens, \(path)): ours \(ours), llama.cpp \(reference.ppl), transformers \(transformers)"
         )
         #expect(
             abs(ours / reference.ppl - 1) < 0.02,

@@ -14,6 +14,8 @@ enum {
     TLLM_CPU_AVX512F = 1 << 1,
     TLLM_CPU_NEON = 1 << 2,
     TLLM_CPU_AVX512VNNI = 1 << 3,
+    /// AMX tiles with bfloat16 products (and AVX-512 BW/VL), the kernel granted their use.
+    TLLM_CPU_AMX_BF16 = 1 << 4,
 };
 unsigned tllm_cpu_features(void);
 

@@ -37,6 +37,19 @@ int tllm_matvec(tllm_pool *pool, int type, const void *w, size_t row_bytes, size
 int tllm_matmul_rows(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols,
                      const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride);
 
+/// Whether tllm_matmul_split_bf16 runs on this thread's paths for `type` (any dequantisable
+/// type but F32) and `cols` (whole 32-input steps): needs TLLM_CPU_AMX_BF16.
+int tllm_split_bf16_supported(int type, size_t cols);
+
+/// As tllm_matmul_rows, on AMX tiles for many rows (prefill): activations and weights are each
+/// split into bfloat16 parts hi + lo (lo = the residual, so about 16 bits of each), and three
+/// tile products hi·hi + hi·lo + lo·hi accumulate in float32. `packed` says `w` holds 16-row
+/// groups (tllm_q8_pack; Q4_0 / Q4_1 / Q8_0), read directly; row-layout weights are
+/// dequantised 16 rows at a time. Scratch is kept per calling thread between calls. Returns -1
+/// when unsupported (see above) or out of memory.
+int tllm_matmul_split_bf16(tllm_pool *pool, int type, const void *w, size_t row_bytes, int packed, size_t rows,
+                           size_t cols, const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride);
+
 #ifdef __cplusplus
 }
 #endif
