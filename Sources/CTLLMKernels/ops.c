@@ -160,6 +160,111 @@ static void load_tile(const tllm_kv_view *kv, const void *base, size_t t0, size_
     }
 }
 
+/// One query against `count` positions of a tile: scores q·k·scale, the online softmax's
+/// running max and sum, and acc = acc·correction + Σ p·v.
+typedef void (*query_tile_fn)(const float *q, const float *const *keys, const float *const *values, size_t count,
+                              size_t d, float scale, float *scores, float *max, float *sum, float *acc);
+
+static void attend_generic(const float *q, const float *const *keys, const float *const *values, size_t count,
+                           size_t d, float scale, float *scores, float *max, float *sum, float *acc) {
+    float tile_max = -INFINITY;
+    for (size_t t = 0; t < count; t++) {
+        const float score = tllm_vec_dot(TLLM_TYPE_F32, keys[t], q, d) * scale;
+        scores[t] = score;
+        if (score > tile_max) tile_max = score;
+    }
+    const float new_max = tile_max > *max ? tile_max : *max;
+    const float correction = expf(*max - new_max);  // 0 on the first tile
+    const float tile_sum = tllm_exp_shift_sum(scores, count, new_max);
+    *sum = *sum * correction + tile_sum;
+    *max = new_max;
+    if (correction != 1.0f)
+        for (size_t i = 0; i < d; i++) acc[i] *= correction;
+    for (size_t t = 0; t < count; t++) {
+        const float p = scores[t];
+        const float *v = values[t];
+        for (size_t i = 0; i < d; i++) acc[i] += p * v[i];
+    }
+}
+
+#if defined(__x86_64__)
+/// The 16 horizontal sums of a[0..15], in order, in one vector: pairs of vectors are folded
+/// halves against halves four times (8 + 4 + 2 + 1 adds) and a permutation restores the order.
+__attribute__((target("avx512f"))) static inline __m512 sums16(__m512 a[16]) {
+    __m512 b[8], c[4], e[2];
+    for (int i = 0; i < 8; i++)  // 256-bit halves: lanes 0-7 partial sums of a[2i], 8-15 of a[2i+1]
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xee));
+    for (int i = 0; i < 4; i++)  // 128-bit lanes: a[4i], a[4i+1], a[4i+2], a[4i+3]
+        c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xdd));
+    for (int i = 0; i < 2; i++)  // lane L: two partials of a[8i+L] (c[2i]) and of a[8i+4+L] (c[2i+1])
+        e[i] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0xee));
+    // lane L: a[L], a[4+L], a[8+L], a[12+L]
+    __m512 f = _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xdd));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, f);
+}
+
+/// For head dimensions that are whole vectors (16 | d, d ≤ 256): scores of 16 positions at a
+/// time with one accumulator each and one horizontal fold for all 16; the output accumulated
+/// in registers, chunk by chunk, over four positions at a time.
+__attribute__((target("avx512f"))) static void attend_avx512(const float *q, const float *const *keys,
+                                                              const float *const *values, size_t count, size_t d,
+                                                              float scale, float *scores, float *max, float *sum,
+                                                              float *acc) {
+    static const float zeros[256];
+    const size_t chunks = d / 16;
+    __m512 tile_max = _mm512_set1_ps(-INFINITY);
+    for (size_t t0 = 0; t0 < count; t0 += 16) {
+        const size_t n = count - t0 < 16 ? count - t0 : 16;
+        const float *k[16];
+        for (size_t t = 0; t < 16; t++) k[t] = t < n ? keys[t0 + t] : zeros;
+        __m512 dots[16];
+        for (int t = 0; t < 16; t++) dots[t] = _mm512_setzero_ps();
+        for (size_t c = 0; c < chunks; c++) {
+            const __m512 qc = _mm512_loadu_ps(q + c * 16);
+            for (int t = 0; t < 16; t++) dots[t] = _mm512_fmadd_ps(_mm512_loadu_ps(k[t] + c * 16), qc, dots[t]);
+        }
+        const __mmask16 valid = (__mmask16)((1u << n) - 1);
+        const __m512 s = _mm512_mul_ps(sums16(dots), _mm512_set1_ps(scale));
+        _mm512_mask_storeu_ps(scores + t0, valid, s);
+        tile_max = _mm512_mask_max_ps(tile_max, valid, tile_max, s);
+    }
+    const float top = _mm512_reduce_max_ps(tile_max);
+    const float new_max = top > *max ? top : *max;
+    const float correction = expf(*max - new_max);  // 0 on the first tile
+    const float tile_sum = tllm_exp_shift_sum(scores, count, new_max);
+    *sum = *sum * correction + tile_sum;
+    *max = new_max;
+    const __m512 scaled = _mm512_set1_ps(correction);
+    for (size_t c = 0; c < chunks; c++) {
+        __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(acc + c * 16), scaled);
+        __m512 a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        size_t t = 0;
+        for (; t + 4 <= count; t += 4) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t]), _mm512_loadu_ps(values[t] + c * 16), a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t + 1]), _mm512_loadu_ps(values[t + 1] + c * 16), a1);
+            a2 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t + 2]), _mm512_loadu_ps(values[t + 2] + c * 16), a2);
+            a3 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t + 3]), _mm512_loadu_ps(values[t + 3] + c * 16), a3);
+        }
+        for (; t < count; t++)
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t]), _mm512_loadu_ps(values[t] + c * 16), a0);
+        _mm512_storeu_ps(acc + c * 16, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}
+#endif
+
+/// The query-tile routine for this thread's paths and head dimension.
+static query_tile_fn query_tile_for(size_t d) {
+#if defined(__x86_64__)
+    if ((tllm_active_features() & TLLM_CPU_AVX512F) && d % 16 == 0 && d <= 256) return attend_avx512;
+#endif
+    (void)d;
+    return attend_generic;
+}
+
 /// Rows [row0, row0 + nrows) × heads [head0, head0 + nheads), all on KV head head0 / group,
 /// over cache positions [from, to) (to = SIZE_MAX: all the block can see). With `partial`, the
 /// unnormalised result goes there instead of `out`: max and sum per query, then the outputs.
@@ -171,6 +276,7 @@ static void attend_block(const attention_job *job, size_t row0, size_t nrows, si
     const size_t element = kv->type == TLLM_TYPE_F16 ? 2 : 4;
     const size_t head_offset = (head0 / group) * d * element;
     const size_t queries = nrows * nheads;
+    const query_tile_fn attend = query_tile_for(d);
     for (size_t i = 0; i < queries; i++) {
         w->max[i] = -INFINITY;
         w->sum[i] = 0;
@@ -191,25 +297,7 @@ static void attend_block(const attention_job *job, size_t row0, size_t nrows, si
             for (size_t h = 0; h < nheads; h++) {
                 const size_t qi = r * nheads + h;
                 const float *q = job->q + (row0 + r) * job->heads * d + (head0 + h) * d;
-                float tile_max = -INFINITY;
-                for (size_t t = 0; t < count; t++) {
-                    const float score = tllm_vec_dot(TLLM_TYPE_F32, keys[t], q, d) * job->scale;
-                    w->scores[t] = score;
-                    if (score > tile_max) tile_max = score;
-                }
-                const float new_max = tile_max > w->max[qi] ? tile_max : w->max[qi];
-                const float correction = expf(w->max[qi] - new_max);  // 0 on the first tile
-                const float tile_sum = tllm_exp_shift_sum(w->scores, count, new_max);
-                w->sum[qi] = w->sum[qi] * correction + tile_sum;
-                w->max[qi] = new_max;
-                float *acc = w->acc + qi * d;
-                if (correction != 1.0f)
-                    for (size_t i = 0; i < d; i++) acc[i] *= correction;
-                for (size_t t = 0; t < count; t++) {
-                    const float p = w->scores[t];
-                    const float *v = values[t];
-                    for (size_t i = 0; i < d; i++) acc[i] += p * v[i];
-                }
+                attend(q, keys, values, count, d, job->scale, w->scores, &w->max[qi], &w->sum[qi], w->acc + qi * d);
             }
         }
     }
