@@ -320,12 +320,13 @@ AMX_TARGET static void product_task(void *raw, int index, int count) {
                     _tile_stored(3, c11, 64);
                 }
         }
-        // C tile (mt, nt) row r is output row 16·mt + r, columns n0 + 16·nt ...
+        // C tile (mt, nt) row r is output row 16·mt + r, columns n0 + 16·nt ... (masked past the end).
         for (size_t m = 0; m < job->batch; m++)
             for (size_t nt = 0; nt * 16 < n_rows; nt++) {
                 size_t width = n_rows - nt * 16 < 16 ? n_rows - nt * 16 : 16;
-                memcpy(job->y + m * job->y_stride + n0 + nt * 16, c + ((m / 16) * n_tiles + nt) * 256 + (m % 16) * 16,
-                       width * sizeof(float));
+                const __mmask16 columns = (__mmask16)((1u << width) - 1);
+                _mm512_mask_storeu_ps(job->y + m * job->y_stride + n0 + nt * 16, columns,
+                                      _mm512_load_ps(c + ((m / 16) * n_tiles + nt) * 256 + (m % 16) * 16));
             }
     }
     _tile_release();

@@ -158,4 +158,23 @@ import Testing
             #expect(abs(Double(sum) - expected) <= expected * 1e-5)
         }
     }
+
+    /// silu(g)·u on every path against double precision, across the range where e^-g overflows.
+    @Test func siluTimesUpIsCloseOnEveryPath() {
+        let gate = (0..<1001).map { _ in Float.random(in: -30...30) } + [0, -87, -88, -89, -120, 88, 89, 1e-8, -1e-8]
+        let up = gate.map { _ in Float.random(in: -4...4) }
+        for mask in KernelPaths.available() {
+            tllm_set_cpu_features(mask)
+            defer { tllm_set_cpu_features(~0) }
+            var out = [Float](repeating: .nan, count: gate.count)
+            tllm_silu_mul(gate, up, &out, gate.count)
+            for i in gate.indices {
+                let g = Double(gate[i])
+                let reference = g / (1 + exp(-g)) * Double(up[i])
+                #expect(
+                    abs(Double(out[i]) - reference) <= abs(reference) * 1e-6 + 1e-30,
+                    "path \(mask): silu(\(gate[i])) × \(up[i]) = \(out[i]), expected \(reference)")
+            }
+        }
+    }
 }

@@ -20,6 +20,8 @@ void tllm_rope(float *x, size_t heads, size_t head_dim, int position, float thet
 
 /// out = silu(gate) * up, element-wise (out may alias gate).
 void tllm_silu_mul(const float *gate, const float *up, float *out, size_t n);
+/// Portable version of tllm_silu_mul (libm's expf).
+void tllm_silu_mul_ref(const float *gate, const float *up, float *out, size_t n);
 
 /// Where one layer's cached keys and values live: pages of `page_tokens` positions. Position t
 /// is row (t mod page_tokens) of page pages[t / page_tokens]; its keys start at
