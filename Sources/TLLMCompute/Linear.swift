@@ -240,10 +240,11 @@ public struct ComputeOptions: Sendable, Hashable {
     public enum Activations: String, Sendable, Hashable, CaseIterable {
         /// Weights dequantised to float32 times float32 activations: the reference's arithmetic.
         case float32
-        /// Activations quantised per 32 values to about 16 bits, held as two 8-bit planes (the
-        /// second is the first's residual), on packed weights with integer dot products: twice the
-        /// integer work of int8 and about as fast where memory bounds decode, within float rounding
-        /// of float32 in the reference tests.
+        /// About 16 bits of each activation, within float rounding of float32 in the reference
+        /// tests. Few rows (decode): quantised per 32 values into two 8-bit planes (the second is
+        /// the first's residual) on packed weights with integer dot products, twice the integer
+        /// work of int8 and about as fast where memory bounds decode. Many rows (prefill) on a CPU
+        /// with AMX: bfloat16 hi + lo splits of activations and weights on tiles (docs/amx.md).
         case int16
         /// 8 bits, as llama.cpp computes: the fastest, not faithful to the float path.
         case int8
