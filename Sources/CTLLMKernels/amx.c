@@ -22,6 +22,7 @@
 
 #define AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c,fma")))
 
+/// Steps per pass over the m-tiles (override to compare, as Benchmarks/kernels does for prefetch).
 #ifndef TLLM_AMX_CHUNK
 #define TLLM_AMX_CHUNK 8
 #endif
@@ -33,8 +34,8 @@ enum {
     /// 1 MiB at 8192 inputs) stay in L2 while every m-tile uses them, and threads take blocks
     /// one at a time, so they finish together.
     BLOCK_ROWS = 32,
-    /// Steps per pass over the m-tiles: 32 steps of a 128-row block are 512 KiB of weight tiles
-    /// and 128 KiB of activation tiles per m-tile pair, which stay in L2 while in use.
+    /// Steps per pass over the m-tiles: 8 steps of a block are 32 KiB of weight tiles, which
+    /// stay in L1 while the activation tiles stream from L2 (docs/amx.md: 8 measured best).
     CHUNK_STEPS = TLLM_AMX_CHUNK,
 };
 
