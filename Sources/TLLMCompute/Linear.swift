@@ -97,9 +97,9 @@ struct Linear: @unchecked Sendable {
     /// quantise x and use integer dot products: with int8 (one plane) for any number of rows, as
     /// that beats dequantise + sgemm for prefill too; with int16 (two planes, twice the integer
     /// work) below `sgemmMinimumRows`, prefill going through sgemm on dequantised tiles as the
-    /// float path does when there is no AMX. With int8, a
-    /// single row of row-layout Q4_0 / Q4_1 / Q8_0 weights (shapes that do not pack) is also
-    /// quantised, where the float kernel cannot share dequantised blocks.
+    /// float path does when there is no AMX. With int8, a single row of row-layout Q4_0 / Q4_1 /
+    /// Q8_0 weights (shapes that do not pack) is also quantised, where the float kernel cannot
+    /// share dequantised blocks.
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
         withExtendedLifetime(owner) {
             if activations == .int16 && rows >= Self.splitMinimumRows && tllm_split_bf16_supported(type, inputs) != 0
