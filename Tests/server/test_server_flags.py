@@ -185,7 +185,11 @@ def test_request_timeout(start_server):
     bound = 30.0  # >> 1 s; 4000 tokens take minutes in a debug build
     with s.http(timeout=bound + 30) as http:
         t0 = time.monotonic()
-        r = http.post(CHAT, json={"model": model, "messages": user(LONG_PROMPT), "max_tokens": 4000, "temperature": 0})
+        # ignore_eos: the answer cannot end on its own before the timeout (fast builds finished it in 1 s).
+        r = http.post(
+            CHAT,
+            json={"model": model, "messages": user(LONG_PROMPT), "max_tokens": 4000, "temperature": 0, "ignore_eos": True},
+        )
         elapsed = time.monotonic() - t0
         assert elapsed < bound, f"took {elapsed:.1f}s with --request_timeout 1"
         if r.status_code == 200:
@@ -198,7 +202,14 @@ def test_request_timeout(start_server):
 
         # Streaming: the stream ends (finish chunk or error) within the bound.
         t0 = time.monotonic()
-        body = {"model": model, "messages": user(LONG_PROMPT), "max_tokens": 4000, "temperature": 0, "stream": True}
+        body = {
+            "model": model,
+            "messages": user(LONG_PROMPT),
+            "max_tokens": 4000,
+            "temperature": 0,
+            "stream": True,
+            "ignore_eos": True,
+        }
         lines: list[str] = []
         with http.stream("POST", CHAT, json=body) as resp:
             if resp.status_code == 200:
