@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes Llama-3.2-1B-shaped GGUF files with random weights for the compute benchmark.
 
-    python Benchmarks/generate/make_random_gguf.py --out models/bench --types Q4_0,Q8_0,F16
+    python Benchmarks/generate/make_random_gguf.py --out models/bench --types Q4_0,Q8_0,F16,Q4_K_M
 
 Each type gives `llama-3.2-1b-random-{TYPE}.gguf` (with `--layers N` other than 16:
 `llama-3.2-1b-random-{N}l-{TYPE}.gguf`). Shapes and metadata are those llama.cpp's
@@ -11,10 +11,15 @@ feed-forward 8192, 16 blocks, 32 heads / 8 KV heads of 64, vocabulary 128256, ti
 `rope_freqs.weight` tensor, context length 131072.
 
 Weights: normal with std 0.02 (norm weights 1.0), drawn per tensor from `--seed` and the tensor's
-name, so the three files hold the same weights before quantisation. Every matrix, the token
-embedding included, is in the file's type (like `llama-quantize --pure`; a plain `llama-quantize
-Q4_0` would store the tied embedding as Q6_K); norms and `rope_freqs` are F32. Quantisation is
-`gguf.quants.quantize` (bit-exact with ggml's reference Q4_0 / Q8_0).
+name, so the files hold the same weights before quantisation. For Q4_0, Q8_0 and F16 every
+matrix, the token embedding included, is in the file's type (like `llama-quantize --pure`; a
+plain `llama-quantize Q4_0` would store the tied embedding as Q6_K); norms and `rope_freqs` are
+F32. Quantisation is `gguf.quants.quantize` (bit-exact with ggml's reference Q4_0 / Q8_0).
+
+Q4_K_M and Q5_K_M mix types as `llama-quantize` does for them: the tied embedding (the output)
+is Q6_K; `attn_v` and `ffn_down` are Q6_K in the layers llama.cpp's `use_more_bits` picks (the
+first and last eighth, every third between) and Q4_K / Q5_K elsewhere, like every other matrix.
+K-quant blocks come from `kquants.py` (a plain rounding quantiser; the gguf package has none).
 
 Tokenizer: a synthetic byte-level BPE in Llama 3's layout (`tokenizer.ggml.model` "gpt2", pre
 "llama-bpe"): ids 0-255 are the 256 byte symbols in GPT-2's byte-to-unicode order, 256-127999
@@ -38,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 import gguf
+from kquants import quantize as quantize_k
 
 HIDDEN = 2048
 INTERMEDIATE = 8192
@@ -53,11 +59,29 @@ ROPE_SCALING = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
 BOS, EOS = 128000, 128001
 STD = 0.02
 
+Q = gguf.GGMLQuantizationType
+# File type name: (the matrices' type, the file type, the type of the tensors given more bits).
 TYPES = {
-    "F16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
-    "Q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
-    "Q4_0": (gguf.GGMLQuantizationType.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
+    "F16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16, Q.F16),
+    "Q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0, Q.Q8_0),
+    "Q4_0": (Q.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0, Q.Q4_0),
+    "Q4_K_M": (Q.Q4_K, gguf.LlamaFileType.MOSTLY_Q4_K_M, Q.Q6_K),
+    "Q5_K_M": (Q.Q5_K, gguf.LlamaFileType.MOSTLY_Q5_K_M, Q.Q6_K),
 }
+
+
+def use_more_bits(layer: int, layers: int) -> bool:
+    """llama.cpp's choice of the `attn_v` / `ffn_down` layers that get more bits in *_K_M."""
+    return layer < layers // 8 or layer >= 7 * layers // 8 or (layer - layers // 8) % 3 == 2
+
+
+def matrix_type(type_name: str, name: str, layers: int) -> gguf.GGMLQuantizationType:
+    base, _, more = TYPES[type_name]
+    if name == "token_embd.weight":
+        return more
+    if name.endswith(("attn_v.weight", "ffn_down.weight")) and use_more_bits(int(name.split(".")[1]), layers):
+        return more
+    return base
 
 
 def llama3_rope_factors() -> np.ndarray:
@@ -160,11 +184,11 @@ def tensor_data(name: str, shape: tuple[int, ...], kind: str, qtype: gguf.GGMLQu
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     weights = rng.standard_normal(shape, dtype=np.float32)
     weights *= np.float32(STD)
-    return gguf.quants.quantize(weights, qtype)
+    return quantize_k(weights, qtype)
 
 
 def write_file(path: Path, type_name: str, layers: int, seed: int, vocab) -> None:
-    qtype, file_type = TYPES[type_name]
+    _, file_type, _ = TYPES[type_name]
     tokens, token_types, merges = vocab
     partial = path.with_name(path.name + ".partial")
     writer = gguf.GGUFWriter(partial, "llama")
@@ -196,6 +220,7 @@ def write_file(path: Path, type_name: str, layers: int, seed: int, vocab) -> Non
 
     plan = tensor_plan(layers)
     for name, shape, kind in plan:
+        qtype = matrix_type(type_name, name, layers)
         if kind == "matrix" and qtype != gguf.GGMLQuantizationType.F16:
             block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
             byte_shape = (shape[0], shape[1] // block_size * type_size)
@@ -207,7 +232,7 @@ def write_file(path: Path, type_name: str, layers: int, seed: int, vocab) -> Non
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for name, shape, kind in plan:
-        writer.write_tensor_data(tensor_data(name, shape, kind, qtype, seed))
+        writer.write_tensor_data(tensor_data(name, shape, kind, matrix_type(type_name, name, layers), seed))
     writer.close()
     os.replace(partial, path)
 

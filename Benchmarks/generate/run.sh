@@ -5,9 +5,9 @@
 #   bash Benchmarks/generate/run.sh [options] [model.gguf ...]   (default: the embedded SmolLM2 Q4_1)
 #
 #   --llama-1b         also (without models given: only) Llama-3.2-1B-shaped random-weight files in
-#                      Q4_0, Q8_0 and F16, written once into models/bench/ by make_random_gguf.py
-#                      (~0.7, 1.3 and 2.4 GB; TLLM_BENCH_LLAMA_1B=1 does the same;
-#                      TLLM_BENCH_LLAMA_1B_TYPES=Q4_0,F16 picks types)
+#                      Q4_0, Q8_0, F16 and Q4_K_M, written once into models/bench/ by
+#                      make_random_gguf.py (~0.7, 1.3, 2.4 and 0.8 GB; TLLM_BENCH_LLAMA_1B=1 does
+#                      the same; TLLM_BENCH_LLAMA_1B_TYPES=Q4_0,Q5_K_M picks types)
 #   --repetitions N    repetitions of each measurement, ours and llama-bench's (default 3)
 #   --no-build         use the GenerateBenchmark already in .build/release
 #
@@ -37,7 +37,7 @@ done
 if [ "$llama_1b" = 1 ]; then
     venv=$(bash scripts/python-env.sh)
     generated=$("$venv/bin/python" Benchmarks/generate/make_random_gguf.py --out models/bench \
-        --types "${TLLM_BENCH_LLAMA_1B_TYPES:-Q4_0,Q8_0,F16}")
+        --types "${TLLM_BENCH_LLAMA_1B_TYPES:-Q4_0,Q8_0,F16,Q4_K_M}")
     mapfile -t generated_models <<<"$generated"
     models+=("${generated_models[@]}")
 fi

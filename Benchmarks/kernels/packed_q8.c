@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
                     if (layout == 0)
                         tllm_matmul_rows(NULL, type, w + m * matrix, row_bytes, rows, cols, x, cols, batch, y, rows);
                     else if (layout == 1)
-                        tllm_matmul_rows_q8(NULL, type, w + m * matrix, row_bytes, rows, cols, x, cols, batch, y, rows);
+                        tllm_matmul_rows_q8(NULL, type, w + m * matrix, row_bytes, rows, cols, x, cols, batch, 1, y, rows);
                     else
                         tllm_matmul_packed_q8(NULL, type, packed + m * matrix, rows, cols, x, cols, batch, layout - 1, y,
                                               rows);

@@ -1,4 +1,7 @@
-// 8-bit activation dot products for Q4_0, Q4_1 and Q8_0 weights.
+// 8-bit activation dot products for Q4_0, Q4_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K.
+// K-quant groups line up with the 32-value activation blocks (Q6_K's groups of 16 are halves
+// of one), so every group is one integer dot product scaled by its weights' and activations'
+// scales, like the 32-weight types.
 #include "tllm_q8.h"
 #include "tllm_quants.h"
 #include "tllm_kernels.h"
@@ -126,7 +129,50 @@ tllm_block_q8_act *tllm_quantize_rows(const float *x, size_t x_stride, size_t ba
 }
 
 int tllm_q8_supported(int type) {
-    return type == TLLM_TYPE_Q4_0 || type == TLLM_TYPE_Q4_1 || type == TLLM_TYPE_Q8_0;
+    switch (type) {
+    case TLLM_TYPE_Q4_0:
+    case TLLM_TYPE_Q4_1:
+    case TLLM_TYPE_Q8_0:
+    case TLLM_TYPE_Q4_K:
+    case TLLM_TYPE_Q5_K:
+    case TLLM_TYPE_Q6_K: return 1;
+    default: return 0;
+    }
+}
+
+/// The 6-bit scale and min of group j (0..7) of a Q4_K / Q5_K block (as in quants.c).
+static inline void k4_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/// The 12 scale bytes of a Q4_K / Q5_K block as 8 scales, then 8 mins, one byte each.
+static inline void k4_scales_mins(const uint8_t *q, uint32_t out[4]) {
+    uint32_t a, b, c;
+    memcpy(&a, q, 4), memcpy(&b, q + 4, 4), memcpy(&c, q + 8, 4);
+    out[0] = a & 0x3F3F3F3F;
+    out[1] = (c & 0x0F0F0F0F) | ((a >> 6) & 0x03030303) << 4;
+    out[2] = b & 0x3F3F3F3F;
+    out[3] = ((c >> 4) & 0x0F0F0F0F) | ((b >> 6) & 0x03030303) << 4;
+}
+
+/// Weight l (0..31) of group g (0..7) of a Q4_K or Q5_K block (q5 selects the fifth bit).
+static inline int k4_weight(const uint8_t *qs, const uint8_t *qh, int g, int l) {
+    const int nibble = g % 2 ? qs[32 * (g / 2) + l] >> 4 : qs[32 * (g / 2) + l] & 0xF;
+    return qh ? nibble | ((qh[l] >> g) & 1) << 4 : nibble;
+}
+
+/// Weight l (0..31) of the k-th 32 weights (0..7) of a Q6_K block, minus its offset 32.
+static inline int q6_weight(const tllm_block_q6_K *w, int k, int l) {
+    const uint8_t *ql = w->ql + 64 * (k / 4), *qh = w->qh + 32 * (k / 4);
+    const int c = k % 4;
+    const int low = (c % 2 ? ql[l + 32] : ql[l]) >> (c / 2 ? 4 : 0) & 0xF;
+    return (low | ((qh[l] >> (2 * c)) & 3) << 4) - 32;
 }
 
 float tllm_vec_dot_q8_ref(int type, const void *row, const tllm_block_q8_act *x, size_t n) {
@@ -152,6 +198,37 @@ float tllm_vec_dot_q8_ref(int type, const void *row, const tllm_block_q8_act *x,
             sum += (double)half_to_float(w->d) * x[b].d * dot;
             break;
         }
+        case TLLM_TYPE_Q4_K:
+        case TLLM_TYPE_Q5_K: {
+            // Block b is group b % 8 of super-block b / 8: d·sc·Σq·x - dmin·m·Σx.
+            const int g = (int)(b % 8);
+            const uint8_t *scales, *qs, *qh = NULL;
+            tllm_half d, dmin;
+            if (type == TLLM_TYPE_Q4_K) {
+                const tllm_block_q4_K *w = (const tllm_block_q4_K *)row + b / 8;
+                scales = w->scales, qs = w->qs, d = w->d, dmin = w->dmin;
+            } else {
+                const tllm_block_q5_K *w = (const tllm_block_q5_K *)row + b / 8;
+                scales = w->scales, qs = w->qs, qh = w->qh, d = w->d, dmin = w->dmin;
+            }
+            int sc, m;
+            k4_scale_min(g, scales, &sc, &m);
+            for (int l = 0; l < 32; l++) dot += k4_weight(qs, qh, g, l) * x[b].qs[l];
+            sum += (double)half_to_float(d) * sc * x[b].d * dot - (double)half_to_float(dmin) * m * x[b].s;
+            break;
+        }
+        case TLLM_TYPE_Q6_K: {
+            // Block b is weights 32k..32k+31 (k = b % 8) of super-block b / 8: two groups of 16.
+            const tllm_block_q6_K *w = (const tllm_block_q6_K *)row + b / 8;
+            const int k = (int)(b % 8);
+            for (int h = 0; h < 2; h++) {
+                int half = 0;
+                for (int l = 16 * h; l < 16 * h + 16; l++) half += q6_weight(w, k, l) * x[b].qs[l];
+                const int scale = w->scales[8 * (k / 4) + 2 * (k % 4) + h];
+                sum += (double)half_to_float(w->d) * scale * x[b].d * half;
+            }
+            break;
+        }
         default: return 0;
         }
     }
@@ -166,13 +243,6 @@ __attribute__((target("avx2"))) static inline __m256i nibbles_to_bytes(const uin
     __m128i low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
     __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
     return _mm256_set_m128i(high, low);
-}
-
-__attribute__((target("avx2"))) static inline float hsum_i32_256(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-    return (float)_mm_cvtsi128_si32(s);
 }
 
 /// Σ u[i] * s[i] over 32 bytes, unsigned × signed, with VNNI.
@@ -236,6 +306,145 @@ __attribute__((target("avx2"))) static inline __m256i dot_us_avx2(__m256i u, __m
 
 DEFINE_Q8_DOTS(vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dot_us_vnni)
 DEFINE_Q8_DOTS(avx2, "avx2,fma,f16c", dot_us_avx2)
+
+/// Sum of the 8 lanes.
+__attribute__((target("avx2"))) static inline float hsum_ps_256(__m256 acc) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/// Lane k of the result: the sum of the 8 lanes of v[k].
+__attribute__((target("avx2"))) static inline __m256i sums8_epi32(const __m256i v[8]) {
+    // Per 128-bit half, two rounds of hadd leave v0..v3's partial sums in order.
+    const __m256i ab = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i cd = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20), _mm256_permute2x128_si256(ab, cd, 0x31));
+}
+
+/// The integer dot product of 32 weights with 32 activations of `planes` planes, in the units of
+/// the last plane: the residual plane's step is exactly the first's / 256, so (hi << 8) + lo is
+/// exact in int32 and one conversion serves both.
+#define K_PLANES_DOT(DOT, q, x, stride, planes)                                                                      \
+    ((planes) == 2 ? _mm256_add_epi32(_mm256_slli_epi32(DOT((q), _mm256_loadu_si256((const __m256i *)(x)->qs)), 8),  \
+                                      DOT((q), _mm256_loadu_si256((const __m256i *)((x) + (stride))->qs)))              \
+                   : DOT((q), _mm256_loadu_si256((const __m256i *)(x)->qs)))
+
+/// K-quant rows against `planes` activation planes (`plane_stride` blocks apart; their products
+/// add), `nsb` super-blocks of 256. Per super-block, each group's integer dot product stays in
+/// int32 lanes; one horizontal tree gives the 8 group sums in one vector, scaled by the group
+/// scales times the activation blocks' steps in one FMA. `side` holds, per activation block,
+/// the step of the last plane, then (`plane_stride` floats on) Σx over the planes: computed
+/// once per activation row (k_side), not per weight row.
+/// Q4_K / Q5_K: each 32 bytes of qs are two groups (low nibbles, then high), group g's fifth bit
+/// is bit g of qh, and the min term is dmin · Σ m_g · Σx_g. Q6_K: each 64 + 32 bytes of ql and qh
+/// are four blocks of 32 (low nibbles of ql[0..31], of ql[32..63], high nibbles of each; 2 bits
+/// of qh each) of two 16-weight groups each, one per 128-bit half of a dot product.
+/// Bytes ahead of the current super-block that the K kernels prefetch (rows stream from memory).
+#define K_PREFETCH 768
+
+#define DEFINE_K_DOTS(SUFFIX, TARGET, DOT)                                                                          \
+    __attribute__((target(TARGET), always_inline)) static inline float dot_k4_q8_##SUFFIX(                           \
+        const uint8_t *w, size_t block_bytes, int q5, const tllm_block_q8_act *x, const float *side, size_t nsb,    \
+        int planes, size_t plane_stride) {                                                                          \
+        const __m256i low4 = _mm256_set1_epi8(0x0F), five = _mm256_set1_epi8(0x10);                                 \
+        __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();                                            \
+        for (size_t i = 0; i < nsb; i++, w += block_bytes) {                                                        \
+            _mm_prefetch((const char *)w + K_PREFETCH, _MM_HINT_T0);                                                \
+            _mm_prefetch((const char *)w + K_PREFETCH + 64, _MM_HINT_T0);                                           \
+            _mm_prefetch((const char *)w + K_PREFETCH + 128, _MM_HINT_T0);                                          \
+            /* Q4_K: d, dmin, scales, qs. Q5_K: d, dmin, scales, qh, qs. */                                         \
+            const uint8_t *qh = w + 16, *qs = q5 ? w + 48 : w + 16;                                                 \
+            const tllm_block_q8_act *xb = x + 8 * i;                                                                \
+            uint32_t sm[4];                                                                                         \
+            k4_scales_mins(w + 4, sm);                                                                              \
+            const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sm)));       \
+            const __m256 mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 2)))); \
+            const __m256i high = q5 ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();             \
+            __m256i group[8];                                                                                       \
+            for (int j = 0; j < 4; j++) {                                                                           \
+                const __m256i packed = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));                          \
+                __m256i lo = _mm256_and_si256(packed, low4);                                                        \
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);                                  \
+                if (q5) {                                                                                           \
+                    const __m256i bit_lo = _mm256_set1_epi8((char)(1 << (2 * j)));                                  \
+                    const __m256i bit_hi = _mm256_set1_epi8((char)(2 << (2 * j)));                                  \
+                    lo = _mm256_or_si256(                                                                           \
+                        lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(high, bit_lo), bit_lo), five));     \
+                    hi = _mm256_or_si256(                                                                           \
+                        hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(high, bit_hi), bit_hi), five));     \
+                }                                                                                                   \
+                group[2 * j] = K_PLANES_DOT(DOT, lo, xb + 2 * j, plane_stride, planes);                              \
+                group[2 * j + 1] = K_PLANES_DOT(DOT, hi, xb + 2 * j + 1, plane_stride, planes);                      \
+            }                                                                                                       \
+            const __m256 unit = _mm256_loadu_ps(side + 8 * i);                                                      \
+            const __m256 sums = _mm256_loadu_ps(side + plane_stride + 8 * i);                                       \
+            const __m256 d = _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)w));                                       \
+            const __m256 dmin = _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)(w + 2)));                              \
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_mul_ps(sc, unit)), _mm256_cvtepi32_ps(sums8_epi32(group)),  \
+                                  acc);                                                                             \
+            acc_min = _mm256_fmadd_ps(_mm256_mul_ps(dmin, mins), sums, acc_min);                                     \
+        }                                                                                                           \
+        return hsum_ps_256(_mm256_sub_ps(acc, acc_min));                                                            \
+    }                                                                                                               \
+    __attribute__((target(TARGET))) static float dot_q4_K_q8_##SUFFIX(                                               \
+        const void *w, const tllm_block_q8_act *x, const float *side, size_t nsb, int planes, size_t stride) {      \
+        return planes == 2 ? dot_k4_q8_##SUFFIX(w, sizeof(tllm_block_q4_K), 0, x, side, nsb, 2, stride)              \
+                           : dot_k4_q8_##SUFFIX(w, sizeof(tllm_block_q4_K), 0, x, side, nsb, 1, stride);            \
+    }                                                                                                               \
+    __attribute__((target(TARGET))) static float dot_q5_K_q8_##SUFFIX(                                               \
+        const void *w, const tllm_block_q8_act *x, const float *side, size_t nsb, int planes, size_t stride) {      \
+        return planes == 2 ? dot_k4_q8_##SUFFIX(w, sizeof(tllm_block_q5_K), 1, x, side, nsb, 2, stride)              \
+                           : dot_k4_q8_##SUFFIX(w, sizeof(tllm_block_q5_K), 1, x, side, nsb, 1, stride);            \
+    }                                                                                                               \
+    __attribute__((target(TARGET), always_inline)) static inline float dot_q6_K_q8_planes_##SUFFIX(                  \
+        const tllm_block_q6_K *w, const tllm_block_q8_act *x, const float *side, size_t nsb, int planes,            \
+        size_t plane_stride) {                                                                                      \
+        const __m256i low4 = _mm256_set1_epi8(0x0F), bits01 = _mm256_set1_epi8(0x03);                               \
+        const __m256i bits23 = _mm256_set1_epi8(0x0C), bits45 = _mm256_set1_epi8(0x30);                             \
+        const __m256i offset = _mm256_set1_epi8(32);                                                                \
+        /* Half-sums come out as [block 0..3 first halves | block 0..3 second halves]; scales as    */              \
+        /* sc[2c + h] for block c, half h.                                                          */              \
+        const __m256i scale_order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);                                      \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        for (size_t i = 0; i < nsb; i++) {                                                                          \
+            for (int line = 0; line < 4; line++)                                                                    \
+                _mm_prefetch((const char *)(w + i) + K_PREFETCH + 64 * line, _MM_HINT_T0);                          \
+            const __m256 d = _mm256_set1_ps(_cvtsh_ss(w[i].d));                                                     \
+            for (int n = 0; n < 2; n++) {                                                                           \
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(w[i].ql + 64 * n));                          \
+                const __m256i b = _mm256_loadu_si256((const __m256i *)(w[i].ql + 64 * n + 32));                     \
+                const __m256i h = _mm256_loadu_si256((const __m256i *)(w[i].qh + 32 * n));                          \
+                __m256i q[4];                                                                                       \
+                q[0] = _mm256_or_si256(_mm256_and_si256(a, low4), _mm256_slli_epi16(_mm256_and_si256(h, bits01), 4)); \
+                q[1] = _mm256_or_si256(_mm256_and_si256(b, low4), _mm256_slli_epi16(_mm256_and_si256(h, bits23), 2)); \
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), low4), _mm256_and_si256(h, bits45)); \
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), low4),                             \
+                                       _mm256_and_si256(_mm256_srli_epi16(h, 2), bits45));                          \
+                const tllm_block_q8_act *xb = x + 8 * i + 4 * n;                                                    \
+                __m256i dot[4];                                                                                     \
+                for (int c = 0; c < 4; c++) /* (q - 32) · x = q · x - 32 · Σx */                                    \
+                    dot[c] = _mm256_sub_epi32(K_PLANES_DOT(DOT, q[c], xb + c, plane_stride, planes),                \
+                                              K_PLANES_DOT(DOT, offset, xb + c, plane_stride, planes));             \
+                const __m256i halves = _mm256_hadd_epi32(_mm256_hadd_epi32(dot[0], dot[1]),                        \
+                                                         _mm256_hadd_epi32(dot[2], dot[3]));                       \
+                const __m256 sc = _mm256_cvtepi32_ps(_mm256_permutevar8x32_epi32(                                   \
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w[i].scales + 8 * n))), scale_order));   \
+                const __m256 unit = _mm256_broadcast_ps((const __m128 *)(side + 8 * i + 4 * n));                     \
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_mul_ps(sc, unit)), _mm256_cvtepi32_ps(halves), acc);  \
+            }                                                                                                       \
+        }                                                                                                           \
+        return hsum_ps_256(acc);                                                                                    \
+    }                                                                                                               \
+    __attribute__((target(TARGET))) static float dot_q6_K_q8_##SUFFIX(                                               \
+        const void *w, const tllm_block_q8_act *x, const float *side, size_t nsb, int planes, size_t stride) {      \
+        return planes == 2 ? dot_q6_K_q8_planes_##SUFFIX(w, x, side, nsb, 2, stride)                                 \
+                           : dot_q6_K_q8_planes_##SUFFIX(w, x, side, nsb, 1, stride);                               \
+    }
+
+DEFINE_K_DOTS(vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dot_us_vnni)
+DEFINE_K_DOTS(avx2, "avx2,fma,f16c", dot_us_avx2)
 
 /// Horizontal sums of four 8-lane accumulators, in order.
 __attribute__((target("avx2"))) static inline __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
@@ -343,28 +552,83 @@ static dot4_fn dot4_for(int type) {
     return NULL;
 }
 
-float tllm_vec_dot_q8(int type, const void *row, const tllm_block_q8_act *x, size_t n) {
+typedef float (*planes_dot_fn)(const void *w, const tllm_block_q8_act *x, const float *side, size_t nsb, int planes,
+                               size_t stride);
+
+/// What the K kernels read per activation block besides its bytes, for `blocks` blocks of `planes`
+/// planes: the last plane's step, then Σx over the planes (`blocks` floats later).
+static void k_side(const tllm_block_q8_act *x, size_t blocks, int planes, float *side) {
+    const tllm_block_q8_act *last = x + (size_t)(planes - 1) * blocks;
+    for (size_t b = 0; b < blocks; b++) {
+        side[b] = last[b].d;
+        side[blocks + b] = planes == 2 ? x[b].s + last[b].s : x[b].s;
+    }
+}
+
+/// The K-quant kernel for this CPU and type, or NULL (other types, or no SIMD path).
+static planes_dot_fn k_dot_for(int type) {
 #if defined(__x86_64__)
     unsigned f = tllm_active_features();
-    size_t nb = n / 32;
     if (f & TLLM_CPU_AVX512VNNI) {
         switch (type) {
-        case TLLM_TYPE_Q4_0: return dot_q4_0_q8_vnni(row, x, nb);
-        case TLLM_TYPE_Q4_1: return dot_q4_1_q8_vnni(row, x, nb);
-        case TLLM_TYPE_Q8_0: return dot_q8_0_q8_vnni(row, x, nb);
-        default: break;
+        case TLLM_TYPE_Q4_K: return dot_q4_K_q8_vnni;
+        case TLLM_TYPE_Q5_K: return dot_q5_K_q8_vnni;
+        case TLLM_TYPE_Q6_K: return dot_q6_K_q8_vnni;
+        default: return NULL;
         }
     }
     if (f & TLLM_CPU_AVX2_F16C) {
         switch (type) {
-        case TLLM_TYPE_Q4_0: return dot_q4_0_q8_avx2(row, x, nb);
-        case TLLM_TYPE_Q4_1: return dot_q4_1_q8_avx2(row, x, nb);
-        case TLLM_TYPE_Q8_0: return dot_q8_0_q8_avx2(row, x, nb);
-        default: break;
+        case TLLM_TYPE_Q4_K: return dot_q4_K_q8_avx2;
+        case TLLM_TYPE_Q5_K: return dot_q5_K_q8_avx2;
+        case TLLM_TYPE_Q6_K: return dot_q6_K_q8_avx2;
+        default: return NULL;
         }
     }
 #endif
-    return tllm_vec_dot_q8_ref(type, row, x, n);
+    (void)type;
+    return NULL;
+}
+
+static int is_k_quant(int type) {
+    return type == TLLM_TYPE_Q4_K || type == TLLM_TYPE_Q5_K || type == TLLM_TYPE_Q6_K;
+}
+
+float tllm_vec_dot_q8(int type, const void *row, const tllm_block_q8_act *x, size_t n) {
+    return tllm_vec_dot_q8_planes(type, row, x, n, 1);
+}
+
+float tllm_vec_dot_q8_planes(int type, const void *row, const tllm_block_q8_act *x, size_t n, int planes) {
+    const size_t nb = n / 32;
+    if (is_k_quant(type)) {
+        planes_dot_fn k_dot = k_dot_for(type);
+        float *side = k_dot ? malloc(2 * nb * sizeof(float)) : NULL;
+        if (side) {
+            k_side(x, nb, planes, side);
+            const float sum = k_dot(row, x, side, n / TLLM_QK_K, planes, nb);
+            free(side);
+            return sum;
+        }
+    }
+    float sum = 0;
+    for (int p = 0; p < planes; p++) {
+        const tllm_block_q8_act *plane = x + (size_t)p * nb;
+        float part;
+#if defined(__x86_64__)
+        unsigned f = tllm_active_features();
+        if ((f & TLLM_CPU_AVX512VNNI) && type == TLLM_TYPE_Q4_0) part = dot_q4_0_q8_vnni(row, plane, nb);
+        else if ((f & TLLM_CPU_AVX512VNNI) && type == TLLM_TYPE_Q4_1) part = dot_q4_1_q8_vnni(row, plane, nb);
+        else if ((f & TLLM_CPU_AVX512VNNI) && type == TLLM_TYPE_Q8_0) part = dot_q8_0_q8_vnni(row, plane, nb);
+        else if ((f & TLLM_CPU_AVX2_F16C) && type == TLLM_TYPE_Q4_0) part = dot_q4_0_q8_avx2(row, plane, nb);
+        else if ((f & TLLM_CPU_AVX2_F16C) && type == TLLM_TYPE_Q4_1) part = dot_q4_1_q8_avx2(row, plane, nb);
+        else if ((f & TLLM_CPU_AVX2_F16C) && type == TLLM_TYPE_Q8_0) part = dot_q8_0_q8_avx2(row, plane, nb);
+        else part = tllm_vec_dot_q8_ref(type, row, plane, n);
+#else
+        part = tllm_vec_dot_q8_ref(type, row, plane, n);
+#endif
+        sum += part;
+    }
+    return sum;
 }
 
 typedef struct {
@@ -373,40 +637,61 @@ typedef struct {
     size_t row_bytes, rows, cols;
     const tllm_block_q8_act *xq;
     size_t batch;
+    int planes;
     float *y;
     size_t y_stride;
     dot4_fn dot4;
+    planes_dot_fn k_dot;  // with `side`: k_side of each activation row, 2 × blocks floats apart
+    const float *side;
 } q8_job;
 
 static void q8_task(void *raw, int index, int count) {
     const q8_job *job = raw;
     size_t start, end;
     tllm_row_range(job->rows, index, count, &start, &end);
-    size_t blocks = job->cols / 32;
+    const size_t blocks = job->cols / 32, x_row = blocks * (size_t)job->planes;
     if (job->dot4) {
         for (; start + 4 <= end; start += 4) {
             const uint8_t *rows = job->w + start * job->row_bytes;
             for (size_t b = 0; b < job->batch; b++) {
-                float out[4];
-                job->dot4(rows, job->row_bytes, job->xq + b * blocks, blocks, out);
-                for (int k = 0; k < 4; k++) job->y[b * job->y_stride + start + k] = out[k];
+                float sum[4] = {0, 0, 0, 0};
+                for (int p = 0; p < job->planes; p++) {
+                    float out[4];
+                    job->dot4(rows, job->row_bytes, job->xq + b * x_row + p * blocks, blocks, out);
+                    for (int k = 0; k < 4; k++) sum[k] += out[k];
+                }
+                for (int k = 0; k < 4; k++) job->y[b * job->y_stride + start + k] = sum[k];
             }
         }
     }
     for (size_t r = start; r < end; r++) {
         const void *row = job->w + r * job->row_bytes;
         for (size_t b = 0; b < job->batch; b++)
-            job->y[b * job->y_stride + r] = tllm_vec_dot_q8(job->type, row, job->xq + b * blocks, job->cols);
+            job->y[b * job->y_stride + r] =
+                job->k_dot ? job->k_dot(row, job->xq + b * x_row, job->side + b * 2 * blocks, job->cols / TLLM_QK_K,
+                                        job->planes, blocks)
+                           : tllm_vec_dot_q8_planes(job->type, row, job->xq + b * x_row, job->cols, job->planes);
     }
 }
 
 int tllm_matmul_rows_q8(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols,
-                        const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride) {
-    if (!tllm_q8_supported(type) || cols % 32 != 0) return -1;
-    tllm_block_q8_act *xq = tllm_quantize_rows(x, x_stride, batch, cols, 1);
+                        const float *x, size_t x_stride, size_t batch, int planes, float *y, size_t y_stride) {
+    const tllm_type_traits traits = tllm_type_traits_of(type);
+    if (!tllm_q8_supported(type) || cols % traits.block_size != 0 || cols % 32 != 0 || (planes != 1 && planes != 2))
+        return -1;
+    tllm_block_q8_act *xq = tllm_quantize_rows(x, x_stride, batch, cols, planes);
     if (!xq) return -1;
-    q8_job job = {type, w, row_bytes, rows, cols, xq, batch, y, y_stride, dot4_for(type)};
+    const size_t blocks = cols / 32;
+    planes_dot_fn k_dot = is_k_quant(type) ? k_dot_for(type) : NULL;
+    float *side = k_dot ? malloc(batch * 2 * blocks * sizeof(float)) : NULL;
+    if (k_dot && !side) {
+        free(xq);
+        return -1;
+    }
+    for (size_t b = 0; side && b < batch; b++) k_side(xq + b * blocks * (size_t)planes, blocks, planes, side + b * 2 * blocks);
+    q8_job job = {type, w, row_bytes, rows, cols, xq, batch, planes, y, y_stride, dot4_for(type), k_dot, side};
     tllm_pool_run(pool, q8_task, &job);
+    free(side);
     free(xq);
     return 0;
 }

@@ -36,10 +36,107 @@ static void dequantize_q4_1(const tllm_block_q4_1 *x, float *y, size_t nb) {
     }
 }
 
+/// The fifth bits of a Q5 block: bit i of the result is weight i's.
+static inline uint32_t q5_high_bits(const uint8_t qh[4]) {
+    return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+}
+
+static void dequantize_q5_0(const tllm_block_q5_0 *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        const uint32_t qh = q5_high_bits(x[i].qh);
+        for (int j = 0; j < TLLM_QK5_0 / 2; j++) {
+            const int q0 = (x[i].qs[j] & 0x0F) | ((qh >> j) & 1) << 4;
+            const int q1 = (x[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
+            y[i * TLLM_QK5_0 + j] = d * (float)(q0 - 16);
+            y[i * TLLM_QK5_0 + j + TLLM_QK5_0 / 2] = d * (float)(q1 - 16);
+        }
+    }
+}
+
+static void dequantize_q5_1(const tllm_block_q5_1 *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        const float m = half_to_float(x[i].m);
+        const uint32_t qh = q5_high_bits(x[i].qh);
+        for (int j = 0; j < TLLM_QK5_1 / 2; j++) {
+            const int q0 = (x[i].qs[j] & 0x0F) | ((qh >> j) & 1) << 4;
+            const int q1 = (x[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
+            y[i * TLLM_QK5_1 + j] = d * (float)q0 + m;
+            y[i * TLLM_QK5_1 + j + TLLM_QK5_1 / 2] = d * (float)q1 + m;
+        }
+    }
+}
+
 static void dequantize_q8_0(const tllm_block_q8_0 *x, float *y, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const float d = half_to_float(x[i].d);
         for (int j = 0; j < TLLM_QK8_0; j++) y[i * TLLM_QK8_0 + j] = (float)x[i].qs[j] * d;
+    }
+}
+
+/// Q2_K and Q3_K share the 2-bit layout: group g (0..15) of 16 weights takes bits 2·((g / 2) % 4)
+/// of bytes 32·(g / 8) + 16·(g % 2) ... + 15 of qs.
+static inline int q2_bits(const uint8_t *qs, int group, int l) {
+    return (qs[32 * (group / 8) + 16 * (group % 2) + l] >> (2 * ((group / 2) % 4))) & 3;
+}
+
+static void dequantize_q2_K(const tllm_block_q2_K *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        const float dmin = half_to_float(x[i].dmin);
+        for (int g = 0; g < 16; g++) {
+            const float dl = d * (float)(x[i].scales[g] & 0xF), ml = dmin * (float)(x[i].scales[g] >> 4);
+            for (int l = 0; l < 16; l++) *y++ = dl * (float)q2_bits(x[i].qs, g, l) - ml;
+        }
+    }
+}
+
+/// The 6-bit scale of group g (0..15) of a Q3_K block, minus its offset of 32.
+static inline int scale_q3_K(const uint8_t *scales, int g) {
+    const int low = g < 8 ? scales[g] & 0xF : scales[g - 8] >> 4;
+    const int high = (scales[8 + g % 4] >> (2 * (g / 4))) & 3;
+    return (low | high << 4) - 32;
+}
+
+static void dequantize_q3_K(const tllm_block_q3_K *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        for (int g = 0; g < 16; g++) {
+            const float dl = d * (float)scale_q3_K(x[i].scales, g);
+            const int bit = g / 2;
+            for (int l = 0; l < 16; l++) {
+                const int h = (x[i].hmask[16 * (g % 2) + l] >> bit) & 1;
+                *y++ = dl * (float)(q2_bits(x[i].qs, g, l) - (h ? 0 : 4));
+            }
+        }
+    }
+}
+
+const int8_t tllm_iq4_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+static void dequantize_iq4_nl(const tllm_block_iq4_nl *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        for (int j = 0; j < TLLM_QK4_NL / 2; j++) {
+            y[i * TLLM_QK4_NL + j] = d * (float)tllm_iq4_values[x[i].qs[j] & 0x0F];
+            y[i * TLLM_QK4_NL + j + TLLM_QK4_NL / 2] = d * (float)tllm_iq4_values[x[i].qs[j] >> 4];
+        }
+    }
+}
+
+static void dequantize_iq4_xs(const tllm_block_iq4_xs *x, float *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        for (int g = 0; g < 8; g++) {
+            const int low = (x[i].scales_l[g / 2] >> (4 * (g % 2))) & 0xF;
+            const int high = (x[i].scales_h >> (2 * g)) & 3;
+            const float dl = d * (float)((low | high << 4) - 32);
+            const uint8_t *qs = x[i].qs + 16 * g;
+            for (int j = 0; j < 16; j++) y[j] = dl * (float)tllm_iq4_values[qs[j] & 0x0F];
+            for (int j = 0; j < 16; j++) y[j + 16] = dl * (float)tllm_iq4_values[qs[j] >> 4];
+            y += 32;
+        }
     }
 }
 
@@ -127,10 +224,16 @@ tllm_type_traits tllm_type_traits_of(int type) {
     case TLLM_TYPE_BF16: return (tllm_type_traits){"BF16", 1, 2};
     case TLLM_TYPE_Q4_0: return (tllm_type_traits){"Q4_0", TLLM_QK4_0, sizeof(tllm_block_q4_0)};
     case TLLM_TYPE_Q4_1: return (tllm_type_traits){"Q4_1", TLLM_QK4_1, sizeof(tllm_block_q4_1)};
+    case TLLM_TYPE_Q5_0: return (tllm_type_traits){"Q5_0", TLLM_QK5_0, sizeof(tllm_block_q5_0)};
+    case TLLM_TYPE_Q5_1: return (tllm_type_traits){"Q5_1", TLLM_QK5_1, sizeof(tllm_block_q5_1)};
     case TLLM_TYPE_Q8_0: return (tllm_type_traits){"Q8_0", TLLM_QK8_0, sizeof(tllm_block_q8_0)};
+    case TLLM_TYPE_Q2_K: return (tllm_type_traits){"Q2_K", TLLM_QK_K, sizeof(tllm_block_q2_K)};
+    case TLLM_TYPE_Q3_K: return (tllm_type_traits){"Q3_K", TLLM_QK_K, sizeof(tllm_block_q3_K)};
     case TLLM_TYPE_Q4_K: return (tllm_type_traits){"Q4_K", TLLM_QK_K, sizeof(tllm_block_q4_K)};
     case TLLM_TYPE_Q5_K: return (tllm_type_traits){"Q5_K", TLLM_QK_K, sizeof(tllm_block_q5_K)};
     case TLLM_TYPE_Q6_K: return (tllm_type_traits){"Q6_K", TLLM_QK_K, sizeof(tllm_block_q6_K)};
+    case TLLM_TYPE_IQ4_NL: return (tllm_type_traits){"IQ4_NL", TLLM_QK4_NL, sizeof(tllm_block_iq4_nl)};
+    case TLLM_TYPE_IQ4_XS: return (tllm_type_traits){"IQ4_XS", TLLM_QK_K, sizeof(tllm_block_iq4_xs)};
     default: return (tllm_type_traits){NULL, 0, 0};
     }
 }
@@ -152,10 +255,16 @@ int tllm_dequantize_ref(int type, const void *src, float *dst, size_t n) {
     }
     case TLLM_TYPE_Q4_0: dequantize_q4_0(src, dst, nb); return 0;
     case TLLM_TYPE_Q4_1: dequantize_q4_1(src, dst, nb); return 0;
+    case TLLM_TYPE_Q5_0: dequantize_q5_0(src, dst, nb); return 0;
+    case TLLM_TYPE_Q5_1: dequantize_q5_1(src, dst, nb); return 0;
     case TLLM_TYPE_Q8_0: dequantize_q8_0(src, dst, nb); return 0;
+    case TLLM_TYPE_Q2_K: dequantize_q2_K(src, dst, nb); return 0;
+    case TLLM_TYPE_Q3_K: dequantize_q3_K(src, dst, nb); return 0;
     case TLLM_TYPE_Q4_K: dequantize_q4_K(src, dst, nb); return 0;
     case TLLM_TYPE_Q5_K: dequantize_q5_K(src, dst, nb); return 0;
     case TLLM_TYPE_Q6_K: dequantize_q6_K(src, dst, nb); return 0;
+    case TLLM_TYPE_IQ4_NL: dequantize_iq4_nl(src, dst, nb); return 0;
+    case TLLM_TYPE_IQ4_XS: dequantize_iq4_xs(src, dst, nb); return 0;
     default: return -1;
     }
 }

@@ -97,9 +97,9 @@ struct Linear: @unchecked Sendable {
     /// quantise x and use integer dot products: with int8 (one plane) for any number of rows, as
     /// that beats dequantise + sgemm for prefill too; with int16 (two planes, twice the integer
     /// work) below `sgemmMinimumRows`, prefill going through sgemm on dequantised tiles as the
-    /// float path does when there is no AMX. With int8, a single row of row-layout Q4_0 / Q4_1 /
-    /// Q8_0 weights (shapes that do not pack) is also quantised, where the float kernel cannot
-    /// share dequantised blocks.
+    /// float path does when there is no AMX. Row-layout weights with an 8-bit kernel (K-quants,
+    /// and Q4_0 / Q4_1 / Q8_0 shapes that do not pack) take it below `sgemmMinimumRows` too,
+    /// with the same planes.
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
         withExtendedLifetime(owner) {
             if activations == .int16 && rows >= Self.splitMinimumRows && tllm_split_bf16_supported(type, inputs) != 0
@@ -115,9 +115,10 @@ struct Linear: @unchecked Sendable {
                 precondition(status == 0, "packed integer matmul on weight type \(type) failed")
                 return
             }
-            if activations == .int8 && rows == 1 && tllm_q8_supported(type) != 0 {
+            if activations != .float32 && rows < Self.sgemmMinimumRows && tllm_q8_supported(type) != 0 {
                 let status = tllm_matmul_rows_q8(
-                    pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, y, outputs)
+                    pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, activations.planes, y,
+                    outputs)
                 precondition(status == 0, "8-bit matmul on weight type \(type) failed")
                 return
             }
@@ -268,7 +269,7 @@ public struct ComputeOptions: Sendable, Hashable {
 
         /// Help for the commands' `--activations`.
         public static let help =
-            "How activations meet Q4_0/Q4_1/Q8_0 weights: float32 (the reference's arithmetic), int16 (two 8-bit planes; as faithful in the reference tests, faster), int8 (as llama.cpp: fastest, not faithful)."
+            "How activations meet Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K weights: float32 (the reference's arithmetic), int16 (two 8-bit planes; as faithful in the reference tests, faster), int8 (as llama.cpp: fastest, not faithful)."
     }
 
     /// How activations meet quantised weights.

@@ -6,8 +6,8 @@ import Testing
 /// the reference (bit-exact dequantisation, double accumulation) within float rounding.
 @Suite(.serialized) struct DotProductTests {
     static let types: [(name: String, id: Int32)] = [
-        ("F32", 0), ("F16", 1), ("BF16", 30), ("Q4_0", 2), ("Q4_1", 3), ("Q8_0", 8), ("Q4_K", 12), ("Q5_K", 13),
-        ("Q6_K", 14),
+        ("F32", 0), ("F16", 1), ("BF16", 30), ("Q4_0", 2), ("Q4_1", 3), ("Q5_0", 6), ("Q5_1", 7), ("Q8_0", 8),
+        ("Q2_K", 10), ("Q3_K", 11), ("Q4_K", 12), ("Q5_K", 13), ("Q6_K", 14), ("IQ4_NL", 20), ("IQ4_XS", 23),
     ]
 
     /// Random weight rows of `type`: random bytes with finite, modest scales.
@@ -30,13 +30,18 @@ import Testing
             case 30:
                 let value = Float.random(in: -2...2).bitPattern >> 16
                 (bytes[base], bytes[base + 1]) = (UInt8(value & 0xff), UInt8(value >> 8))
-            case 2, 8:
+            case 2, 6, 8, 20, 23:
                 (bytes[base], bytes[base + 1]) = half(Float.random(in: -0.1...0.1))
-            case 3, 12, 13:
+            case 3, 7, 12, 13:
                 (bytes[base], bytes[base + 1]) = half(Float.random(in: -0.1...0.1))
                 (bytes[base + 2], bytes[base + 3]) = half(Float.random(in: -0.1...0.1))
             case 14:
                 (bytes[base + 208], bytes[base + 209]) = half(Float.random(in: -0.01...0.01))
+            case 10:
+                (bytes[base + 80], bytes[base + 81]) = half(Float.random(in: -0.1...0.1))
+                (bytes[base + 82], bytes[base + 83]) = half(Float.random(in: -0.1...0.1))
+            case 11:
+                (bytes[base + 108], bytes[base + 109]) = half(Float.random(in: -0.1...0.1))
             default:
                 break
             }
@@ -136,7 +141,8 @@ import Testing
         var y = [Float](repeating: 0, count: 4)
         let w = [UInt8](repeating: 0, count: 1024)
         #expect(tllm_matvec(nil, 2, w, 18, 1, 33, [Float](repeating: 0, count: 33), &y) == -1)
-        #expect(tllm_matvec(nil, 6, w, 22, 1, 32, [Float](repeating: 0, count: 32), &y) == -1)
+        // IQ2_XXS (id 16) is a type we do not read.
+        #expect(tllm_matvec(nil, 16, w, 66, 1, 256, [Float](repeating: 0, count: 256), &y) == -1)
     }
 }
 

@@ -4,7 +4,11 @@ import Testing
 /// The optional 8-bit-activation path: every SIMD path equals the integer reference exactly
 /// up to float summation order, and stays close to the float path.
 @Suite(.serialized) struct Q8ActivationTests {
-    static let types: [(name: String, id: Int32)] = [("Q4_0", 2), ("Q4_1", 3), ("Q8_0", 8)]
+    static let types: [(name: String, id: Int32)] = [
+        ("Q4_0", 2), ("Q4_1", 3), ("Q8_0", 8), ("Q4_K", 12), ("Q5_K", 13), ("Q6_K", 14),
+    ]
+    /// The types with a packed layout.
+    static let packableTypes = types.filter { tllm_q8_packable($0.id, 16, 32) != 0 }
 
     static let paths = KernelPaths.available(top: TLLM_CPU_AVX512VNNI)
 
@@ -43,10 +47,10 @@ import Testing
         }
     }
 
-    /// The matmul runs rows four at a time (one activation load, four accumulators) and the rest
-    /// one by one: 11 rows × 2 activation rows cover both, on every path.
+    /// The matmul runs rows four at a time (one activation load, four accumulators; the 32-weight
+    /// types) and the rest one by one: 11 rows × 2 activation rows cover both, on every path.
     @Test func fourRowKernelsMatchTheReference() {
-        let columns = 576
+        let columns = 768
         let rows = 11
         let batch = 2
         let x = (0..<(batch * columns)).map { _ in Float.random(in: -2...2) }
@@ -78,7 +82,7 @@ import Testing
                     var y = [Float](repeating: .nan, count: batch * rows)
                     #expect(
                         tllm_matmul_rows_q8(
-                            nil, type, w.baseAddress, rowBytes, rows, columns, x, columns, batch, &y, rows)
+                            nil, type, w.baseAddress, rowBytes, rows, columns, x, columns, batch, 1, &y, rows)
                             == 0)
                     for index in 0..<(batch * rows) {
                         #expect(
@@ -97,7 +101,7 @@ import Testing
     @Test func packedGroupsMatchTheRowLayout() {
         let columns = 320
         let rows = 48
-        for (name, type) in Self.types {
+        for (name, type) in Self.packableTypes {
             let traits = tllm_type_traits_of(type)
             let rowBytes = columns / traits.block_size * traits.type_size
             let weights = DotProductTests.randomRows(type: type, rows: rows, columns: columns)
@@ -118,8 +122,8 @@ import Testing
                 var expected = [Float](repeating: 0, count: batch * rows)
                 tllm_set_cpu_features(0)
                 #expect(
-                    tllm_matmul_rows_q8(nil, type, weights, rowBytes, rows, columns, x, columns, batch, &expected, rows)
-                        == 0)
+                    tllm_matmul_rows_q8(
+                        nil, type, weights, rowBytes, rows, columns, x, columns, batch, 1, &expected, rows) == 0)
                 tllm_set_cpu_features(~0)
                 for mask in Self.paths {
                     tllm_set_cpu_features(mask)
@@ -137,29 +141,10 @@ import Testing
                             abs(y[index] - expected[index]) <= scale * 4e-6 + 1e-5,
                             "\(name) path \(mask) batch \(batch) row \(row): \(y[index]) vs \(expected[index])")
                     }
-                    // Two planes: the float product within the residual's step, max|x| / 32512 per
-                    // block (1.5 steps where the residual is clamped), ~85× tighter than one plane.
                     #expect(
                         tllm_matmul_packed_q8(nil, type, packed, rows, columns, x, columns, batch, 2, &y, rows) == 0)
-                    for index in 0..<(batch * rows) {
-                        let (i, row) = index.quotientAndRemainder(dividingBy: rows)
-                        var exact = 0.0
-                        var bound = 0.0
-                        var magnitude = 0.0
-                        for block in 0..<(columns / 32) {
-                            let values = x[(i * columns + block * 32)..<(i * columns + block * 32 + 32)]
-                            let step = Double(values.map(abs).max()!) / 32512
-                            for column in (block * 32)..<(block * 32 + 32) {
-                                let product = Double(all[row * columns + column]) * Double(x[i * columns + column])
-                                exact += product
-                                magnitude += abs(product)
-                                bound += abs(Double(all[row * columns + column])) * step * 1.5
-                            }
-                        }
-                        #expect(
-                            abs(Double(y[index]) - exact) <= bound + magnitude * 4e-6 + 1e-5,
-                            "\(name) two planes, path \(mask) batch \(batch) row \(row): \(y[index]) vs \(exact)")
-                    }
+                    Self.expectTwoPlanes(
+                        y, weights: all, x: x, rows: rows, columns: columns, "\(name) two planes, path \(mask)")
                 }
             }
         }
@@ -168,7 +153,7 @@ import Testing
         var out = bytes
         #expect(tllm_q8_packable(q40, 24, 32) == 0, "24 rows are not whole groups of 16")
         #expect(tllm_q8_pack(nil, q40, bytes, 18, 24, 32, &out) == -1)
-        #expect(tllm_q8_packable(12, 16, 256) == 0, "Q4_K has no 8-bit path")
+        #expect(tllm_q8_packable(12, 16, 256) == 0, "Q4_K has no packed layout")
         #expect(tllm_q8_packable(q40, 16, 32) == 1)
     }
 
@@ -209,6 +194,64 @@ import Testing
                 #expect(same, "path \(mask) quantises differently from the reference")
             }
         }
-        #expect(tllm_matmul_rows_q8(nil, 12, [UInt8](repeating: 0, count: 144), 144, 1, 256, x, 256, 1, nil, 1) == -1)
+        var y: Float = 0
+        let f16Row = [UInt8](repeating: 0, count: 512)
+        #expect(tllm_matmul_rows_q8(nil, 1, f16Row, 512, 1, 256, x, 256, 1, 1, &y, 1) == -1, "F16 has no 8-bit path")
+        let q4KRow = [UInt8](repeating: 0, count: 144)
+        #expect(tllm_matmul_rows_q8(nil, 12, q4KRow, 144, 1, 224, x, 224, 1, 1, &y, 1) == -1, "not whole K blocks")
+        #expect(tllm_matmul_rows_q8(nil, 12, q4KRow, 144, 1, 256, x, 256, 1, 3, &y, 1) == -1, "three planes")
+    }
+
+    /// Two planes on the row layout (int16 decode of K-quants and of shapes that do not pack):
+    /// the float product within the residual's step, on every path, for batches of 1 and 3.
+    @Test func twoPlanesOnRowsTrackTheFloatProduct() {
+        let columns = 512
+        let rows = 6
+        for (name, type) in Self.types {
+            let traits = tllm_type_traits_of(type)
+            let rowBytes = columns / traits.block_size * traits.type_size
+            let weights = DotProductTests.randomRows(type: type, rows: rows, columns: columns)
+            var all = [Float](repeating: 0, count: rows * columns)
+            tllm_dequantize_rows(type, weights, rowBytes, columns, 0, rows, &all)
+            for batch in [1, 3] {
+                let x = (0..<(batch * columns)).map { _ in Float.random(in: -2...2) }
+                for mask in Self.paths {
+                    tllm_set_cpu_features(mask)
+                    defer { tllm_set_cpu_features(~0) }
+                    var y = [Float](repeating: .nan, count: batch * rows)
+                    #expect(
+                        tllm_matmul_rows_q8(nil, type, weights, rowBytes, rows, columns, x, columns, batch, 2, &y, rows)
+                            == 0)
+                    Self.expectTwoPlanes(y, weights: all, x: x, rows: rows, columns: columns, "\(name) path \(mask)")
+                }
+            }
+        }
+    }
+
+    /// Two planes: each of `y` (batch × rows) is the float product of dequantised `weights` and
+    /// `x` within the residual's step, max|x| / 32512 per block (1.5 steps where the residual is
+    /// clamped), ~85× tighter than one plane.
+    static func expectTwoPlanes(
+        _ y: [Float], weights: [Float], x: [Float], rows: Int, columns: Int, _ label: String
+    ) {
+        for index in 0..<y.count {
+            let (i, row) = index.quotientAndRemainder(dividingBy: rows)
+            var exact = 0.0
+            var bound = 0.0
+            var magnitude = 0.0
+            for block in 0..<(columns / 32) {
+                let values = x[(i * columns + block * 32)..<(i * columns + block * 32 + 32)]
+                let step = Double(values.map(abs).max()!) / 32512
+                for column in (block * 32)..<(block * 32 + 32) {
+                    let product = Double(weights[row * columns + column]) * Double(x[i * columns + column])
+                    exact += product
+                    magnitude += abs(product)
+                    bound += abs(Double(weights[row * columns + column])) * step * 1.5
+                }
+            }
+            #expect(
+                abs(Double(y[index]) - exact) <= bound + magnitude * 4e-6 + 1e-5,
+                "\(label) batch \(y.count / rows) row \(row): \(y[index]) vs \(exact)")
+        }
     }
 }

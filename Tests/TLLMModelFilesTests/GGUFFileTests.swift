@@ -56,7 +56,10 @@ import Testing
         #expect(file.metadata["llama.block_count"]?.int == 30)
     }
 
-    @Test(arguments: ["F16", "BF16", "Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"])
+    @Test(arguments: [
+        "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL",
+        "IQ4_XS",
+    ])
     func dequantisationIsBitIdenticalToTheGGUFPackage(type: String) throws {
         let fixtureJSON = try JSONSerialization.jsonObject(with: TestFiles.fixture("dequant_\(type).json"))
         let fixture = try #require(fixtureJSON as? [String: Any])
@@ -129,7 +132,7 @@ import Testing
         var wrongMagic = good
         wrongMagic.magic = Array("GGML".utf8)
         var unknownType = good
-        unknownType.tensors[0].type = 6  // Q5_0: a real ggml type we do not read
+        unknownType.tensors[0].type = 16  // IQ2_XXS: a real ggml type we do not read
         var pastTheEnd = good
         pastTheEnd.tensors[0].offset = 1 << 20
         var badRow = good
@@ -141,7 +144,7 @@ import Testing
             ("truncated", Array(goodBytes.prefix(goodBytes.count - 40)), "truncated"),
             ("header-only", Array(goodBytes.prefix(10)), "truncated"),
             ("magic", wrongMagic.bytes(), "not a GGUF file"),
-            ("type", unknownType.bytes(), "Q5_0"),
+            ("type", unknownType.bytes(), "IQ2_XXS"),
             ("offset", pastTheEnd.bytes(), "past the end"),
             ("row", badRow.bytes(), "whole number"),
             ("version", version1.bytes(), "version 1"),

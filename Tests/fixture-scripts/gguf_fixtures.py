@@ -9,7 +9,8 @@ Writes
                              every metadata key with its type and value (arrays: type,
                              length, first/last items), every tensor's name, dimensions (GGUF
                              order), type and absolute data offset.
-  dequant_<TYPE>.json        for F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K: random blocks
+  dequant_<TYPE>.json        for F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K,
+                             Q5_K, Q6_K, IQ4_NL, IQ4_XS: random blocks
                              (scales forced finite) and, where the default model has the
                              type, its first blocks; with gguf.quants.dequantize's float32
                              output, base64 encoded.
@@ -62,10 +63,14 @@ def random_blocks(qtype, count, rng):
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     raw = rng.integers(0, 256, size=(count, type_size), dtype=np.uint8)
     halves = lambda n: rng.normal(0, 0.05, size=(count, n)).astype(np.float16).view(np.uint8).reshape(count, -1)
-    if qtype in (T.Q4_0, T.Q8_0):
+    if qtype in (T.Q4_0, T.Q5_0, T.Q8_0, T.IQ4_NL, T.IQ4_XS):
         raw[:, 0:2] = halves(1)
-    elif qtype == T.Q4_1:
+    elif qtype in (T.Q4_1, T.Q5_1):
         raw[:, 0:4] = halves(2)
+    elif qtype == T.Q2_K:
+        raw[:, type_size - 4:] = halves(2)
+    elif qtype == T.Q3_K:
+        raw[:, type_size - 2:] = halves(1)
     elif qtype in (T.Q4_K, T.Q5_K):
         raw[:, 0:4] = halves(2)
     elif qtype == T.Q6_K:
@@ -92,7 +97,8 @@ def main():
     reader, info = summary()
     (OUT / "smollm2_gguf_summary.json").write_text(json.dumps(info, indent=1, ensure_ascii=False))
     rng = np.random.default_rng(20261127)
-    for qtype in (T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K):
+    for qtype in (T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
+                  T.IQ4_NL, T.IQ4_XS):
         block_size, type_size = GGML_QUANT_SIZES[qtype]
         count = 64 if block_size > 1 else 2048
         fixture = {"type": qtype.name, "random": dequant_fixture(qtype, random_blocks(qtype, count, rng))}

@@ -99,7 +99,7 @@ int main(void) {
             for (size_t i = 0; i < batch * cols; i++) x[i] = uniform(-2, 2);
             unsigned all = tllm_set_cpu_features(~0u);
             tllm_set_cpu_features(0);
-            tllm_matmul_rows_q8(NULL, type, w, row_bytes, rows, cols, x, cols, batch, want, rows);
+            tllm_matmul_rows_q8(NULL, type, w, row_bytes, rows, cols, x, cols, batch, 1, want, rows);
             tllm_set_cpu_features(all);
             tllm_matmul_packed_q8(NULL, type, packed, rows, cols, x, cols, batch, 1, got, rows);
             for (size_t i = 0; i < batch * rows; i++) {

@@ -32,17 +32,23 @@ void tllm_quantize_residual(const float *x, const tllm_block_q8_act *hi, tllm_bl
 /// when out of memory. The caller frees it.
 tllm_block_q8_act *tllm_quantize_rows(const float *x, size_t x_stride, size_t batch, size_t cols, int planes);
 
-/// Whether a weight type has an 8-bit-activation dot product (Q4_0, Q4_1, Q8_0).
+/// Whether a weight type has an 8-bit-activation dot product (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K,
+/// Q6_K).
 int tllm_q8_supported(int type);
 
 /// dot(row, x) for quantised activations; reference computes with the same integers in scalar.
 float tllm_vec_dot_q8(int type, const void *row, const tllm_block_q8_act *x, size_t n);
 float tllm_vec_dot_q8_ref(int type, const void *row, const tllm_block_q8_act *x, size_t n);
 
-/// As tllm_matmul_rows, with each row of X quantised once to 8 bits first. Returns -1 when
-/// the type has no 8-bit path or the shape is not whole blocks.
+/// The sum over `planes` activation planes stored one after the other (`n` / 32 blocks each),
+/// as tllm_quantize_rows lays them out: with 2, about 16-bit activations.
+float tllm_vec_dot_q8_planes(int type, const void *row, const tllm_block_q8_act *x, size_t n, int planes);
+
+/// As tllm_matmul_rows, with each row of X quantised once to `planes` 8-bit planes first (1, or
+/// 2 with the residual: about 16 bits, twice the integer work). Returns -1 when the type has no
+/// 8-bit path, the shape is not whole blocks or `planes` is not 1 or 2.
 int tllm_matmul_rows_q8(tllm_pool *pool, int type, const void *w, size_t row_bytes, size_t rows, size_t cols,
-                        const float *x, size_t x_stride, size_t batch, float *y, size_t y_stride);
+                        const float *x, size_t x_stride, size_t batch, int planes, float *y, size_t y_stride);
 
 /// Rows per interleaved group of the packed layout (docs/packed-weights.md).
 #define TLLM_Q8_PACK_ROWS 16

@@ -12,13 +12,21 @@ public struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConver
     public static let bf16 = GGMLType(rawValue: UInt32(TLLM_TYPE_BF16.rawValue))
     public static let q4_0 = GGMLType(rawValue: UInt32(TLLM_TYPE_Q4_0.rawValue))
     public static let q4_1 = GGMLType(rawValue: UInt32(TLLM_TYPE_Q4_1.rawValue))
+    public static let q5_0 = GGMLType(rawValue: UInt32(TLLM_TYPE_Q5_0.rawValue))
+    public static let q5_1 = GGMLType(rawValue: UInt32(TLLM_TYPE_Q5_1.rawValue))
     public static let q8_0 = GGMLType(rawValue: UInt32(TLLM_TYPE_Q8_0.rawValue))
+    public static let q2_K = GGMLType(rawValue: UInt32(TLLM_TYPE_Q2_K.rawValue))
+    public static let q3_K = GGMLType(rawValue: UInt32(TLLM_TYPE_Q3_K.rawValue))
     public static let q4_K = GGMLType(rawValue: UInt32(TLLM_TYPE_Q4_K.rawValue))
     public static let q5_K = GGMLType(rawValue: UInt32(TLLM_TYPE_Q5_K.rawValue))
     public static let q6_K = GGMLType(rawValue: UInt32(TLLM_TYPE_Q6_K.rawValue))
+    public static let iq4_NL = GGMLType(rawValue: UInt32(TLLM_TYPE_IQ4_NL.rawValue))
+    public static let iq4_XS = GGMLType(rawValue: UInt32(TLLM_TYPE_IQ4_XS.rawValue))
 
     /// Every type this project reads.
-    public static let supported: [GGMLType] = [.f32, .f16, .bf16, .q4_0, .q4_1, .q8_0, .q4_K, .q5_K, .q6_K]
+    public static let supported: [GGMLType] = [
+        .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_NL, .iq4_XS,
+    ]
 
     private var traits: tllm_type_traits { tllm_type_traits_of(Int32(bitPattern: rawValue)) }
 
