@@ -403,10 +403,10 @@ __attribute__((target("avx2"))) static inline __m256i sums8_epi32(const __m256i 
         size_t plane_stride) {                                                                                      \
         const __m256i low4 = _mm256_set1_epi8(0x0F), bits01 = _mm256_set1_epi8(0x03);                               \
         const __m256i bits23 = _mm256_set1_epi8(0x0C), bits45 = _mm256_set1_epi8(0x30);                             \
-        const __m256i offset = _mm256_set1_epi8(32);                                                                \
         /* Half-sums come out as [block 0..3 first halves | block 0..3 second halves]; scales as    */              \
         /* sc[2c + h] for block c, half h.                                                          */              \
         const __m256i scale_order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);                                      \
+        const int32_t *offsets = (const int32_t *)(side + 2 * plane_stride);                                        \
         __m256 acc = _mm256_setzero_ps();                                                                           \
         for (size_t i = 0; i < nsb; i++) {                                                                          \
             for (int line = 0; line < 4; line++)                                                                    \
@@ -424,11 +424,11 @@ __attribute__((target("avx2"))) static inline __m256i sums8_epi32(const __m256i 
                                        _mm256_and_si256(_mm256_srli_epi16(h, 2), bits45));                          \
                 const tllm_block_q8_act *xb = x + 8 * i + 4 * n;                                                    \
                 __m256i dot[4];                                                                                     \
-                for (int c = 0; c < 4; c++) /* (q - 32) · x = q · x - 32 · Σx */                                    \
-                    dot[c] = _mm256_sub_epi32(K_PLANES_DOT(DOT, q[c], xb + c, plane_stride, planes),                \
-                                              K_PLANES_DOT(DOT, offset, xb + c, plane_stride, planes));             \
-                const __m256i halves = _mm256_hadd_epi32(_mm256_hadd_epi32(dot[0], dot[1]),                        \
-                                                         _mm256_hadd_epi32(dot[2], dot[3]));                       \
+                for (int c = 0; c < 4; c++) dot[c] = K_PLANES_DOT(DOT, q[c], xb + c, plane_stride, planes);           \
+                /* (q - 32) · x = q · x - 32 · Σx, the second term per activation row, from k_side. */               \
+                const __m256i halves = _mm256_sub_epi32(                                                           \
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(dot[0], dot[1]), _mm256_hadd_epi32(dot[2], dot[3])),      \
+                    _mm256_loadu_si256((const __m256i *)(offsets + 16 * i + 8 * n)));                              \
                 const __m256 sc = _mm256_cvtepi32_ps(_mm256_permutevar8x32_epi32(                                   \
                     _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w[i].scales + 8 * n))), scale_order));   \
                 const __m256 unit = _mm256_broadcast_ps((const __m128 *)(side + 8 * i + 4 * n));                     \
@@ -555,13 +555,25 @@ static dot4_fn dot4_for(int type) {
 typedef float (*planes_dot_fn)(const void *w, const tllm_block_q8_act *x, const float *side, size_t nsb, int planes,
                                size_t stride);
 
-/// What the K kernels read per activation block besides its bytes, for `blocks` blocks of `planes`
-/// planes: the last plane's step, then Σx over the planes (`blocks` floats later).
+/// Floats of k_side per activation row of `blocks` blocks.
+#define K_SIDE_FLOATS(blocks) (4 * (blocks))
+
+/// What the K kernels read per activation block besides its bytes, for `blocks` blocks (a
+/// multiple of 8) of `planes` planes: the last plane's step; then Σx over the planes; then, as
+/// int32 in the last plane's units (first plane << 8, plus the second), 32 · Σq per 16 values,
+/// per 4 blocks in the order of Q6_K's half-sums (the 4 blocks' first halves, then second).
 static void k_side(const tllm_block_q8_act *x, size_t blocks, int planes, float *side) {
     const tllm_block_q8_act *last = x + (size_t)(planes - 1) * blocks;
+    int32_t *offsets = (int32_t *)(side + 2 * blocks);
     for (size_t b = 0; b < blocks; b++) {
         side[b] = last[b].d;
         side[blocks + b] = planes == 2 ? x[b].s + last[b].s : x[b].s;
+        for (int h = 0; h < 2; h++) {
+            int32_t sum = 0;
+            for (int l = 16 * h; l < 16 * h + 16; l++)
+                sum += planes == 2 ? x[b].qs[l] * 256 + last[b].qs[l] : x[b].qs[l];
+            offsets[8 * (b / 4) + 4 * h + b % 4] = 32 * sum;
+        }
     }
 }
 
@@ -602,7 +614,7 @@ float tllm_vec_dot_q8_planes(int type, const void *row, const tllm_block_q8_act 
     const size_t nb = n / 32;
     if (is_k_quant(type)) {
         planes_dot_fn k_dot = k_dot_for(type);
-        float *side = k_dot ? malloc(2 * nb * sizeof(float)) : NULL;
+        float *side = k_dot ? malloc(K_SIDE_FLOATS(nb) * sizeof(float)) : NULL;
         if (side) {
             k_side(x, nb, planes, side);
             const float sum = k_dot(row, x, side, n / TLLM_QK_K, planes, nb);
@@ -641,7 +653,7 @@ typedef struct {
     float *y;
     size_t y_stride;
     dot4_fn dot4;
-    planes_dot_fn k_dot;  // with `side`: k_side of each activation row, 2 × blocks floats apart
+    planes_dot_fn k_dot;  // with `side`: k_side of each activation row, K_SIDE_FLOATS(blocks) apart
     const float *side;
 } q8_job;
 
@@ -668,7 +680,7 @@ static void q8_task(void *raw, int index, int count) {
         const void *row = job->w + r * job->row_bytes;
         for (size_t b = 0; b < job->batch; b++)
             job->y[b * job->y_stride + r] =
-                job->k_dot ? job->k_dot(row, job->xq + b * x_row, job->side + b * 2 * blocks, job->cols / TLLM_QK_K,
+                job->k_dot ? job->k_dot(row, job->xq + b * x_row, job->side + b * K_SIDE_FLOATS(blocks), job->cols / TLLM_QK_K,
                                         job->planes, blocks)
                            : tllm_vec_dot_q8_planes(job->type, row, job->xq + b * x_row, job->cols, job->planes);
     }
@@ -683,12 +695,13 @@ int tllm_matmul_rows_q8(tllm_pool *pool, int type, const void *w, size_t row_byt
     if (!xq) return -1;
     const size_t blocks = cols / 32;
     planes_dot_fn k_dot = is_k_quant(type) ? k_dot_for(type) : NULL;
-    float *side = k_dot ? malloc(batch * 2 * blocks * sizeof(float)) : NULL;
+    float *side = k_dot ? malloc(batch * K_SIDE_FLOATS(blocks) * sizeof(float)) : NULL;
     if (k_dot && !side) {
         free(xq);
         return -1;
     }
-    for (size_t b = 0; side && b < batch; b++) k_side(xq + b * blocks * (size_t)planes, blocks, planes, side + b * 2 * blocks);
+    for (size_t b = 0; side && b < batch; b++)
+        k_side(xq + b * blocks * (size_t)planes, blocks, planes, side + b * K_SIDE_FLOATS(blocks));
     q8_job job = {type, w, row_bytes, rows, cols, xq, batch, planes, y, y_stride, dot4_for(type), k_dot, side};
     tllm_pool_run(pool, q8_task, &job);
     free(side);
