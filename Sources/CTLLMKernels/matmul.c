@@ -31,7 +31,7 @@ float tllm_vec_dot_ref(int type, const void *row, const float *x, size_t n) {
     return (float)sum;
 }
 
-// MARK: - Portable scalar paths (any type): dequantise a block at a time
+// MARK: - Any other type: dequantise a block at a time, then the float dot product
 
 static float dot_generic(int type, const void *row, const float *x, size_t n) {
     tllm_type_traits traits = tllm_type_traits_of(type);
@@ -42,7 +42,7 @@ static float dot_generic(int type, const void *row, const float *x, size_t n) {
     for (size_t start = 0; start < n; start += per) {
         size_t count = n - start < per ? n - start : per;
         tllm_dequantize_ref(type, (const uint8_t *)row + start / per * bytes_per, chunk, count);
-        for (size_t i = 0; i < count; i++) sum += chunk[i] * x[start + i];
+        sum += tllm_vec_dot(TLLM_TYPE_F32, chunk, x + start, count);  // the SIMD F32 path where there is one
     }
     return sum;
 }
