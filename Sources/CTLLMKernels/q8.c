@@ -606,6 +606,30 @@ static int is_k_quant(int type) {
     return type == TLLM_TYPE_Q4_K || type == TLLM_TYPE_Q5_K || type == TLLM_TYPE_Q6_K;
 }
 
+/// One plane against a row of a 32-weight type (Q4_0, Q4_1, Q8_0), on this CPU's best path.
+static float dot32_q8(int type, const void *row, const tllm_block_q8_act *x, size_t nb) {
+#if defined(__x86_64__)
+    unsigned f = tllm_active_features();
+    if (f & TLLM_CPU_AVX512VNNI) {
+        switch (type) {
+        case TLLM_TYPE_Q4_0: return dot_q4_0_q8_vnni(row, x, nb);
+        case TLLM_TYPE_Q4_1: return dot_q4_1_q8_vnni(row, x, nb);
+        case TLLM_TYPE_Q8_0: return dot_q8_0_q8_vnni(row, x, nb);
+        default: break;
+        }
+    }
+    if (f & TLLM_CPU_AVX2_F16C) {
+        switch (type) {
+        case TLLM_TYPE_Q4_0: return dot_q4_0_q8_avx2(row, x, nb);
+        case TLLM_TYPE_Q4_1: return dot_q4_1_q8_avx2(row, x, nb);
+        case TLLM_TYPE_Q8_0: return dot_q8_0_q8_avx2(row, x, nb);
+        default: break;
+        }
+    }
+#endif
+    return tllm_vec_dot_q8_ref(type, row, x, nb * 32);
+}
+
 float tllm_vec_dot_q8(int type, const void *row, const tllm_block_q8_act *x, size_t n) {
     return tllm_vec_dot_q8_planes(type, row, x, n, 1);
 }
@@ -623,23 +647,7 @@ float tllm_vec_dot_q8_planes(int type, const void *row, const tllm_block_q8_act 
         }
     }
     float sum = 0;
-    for (int p = 0; p < planes; p++) {
-        const tllm_block_q8_act *plane = x + (size_t)p * nb;
-        float part;
-#if defined(__x86_64__)
-        unsigned f = tllm_active_features();
-        if ((f & TLLM_CPU_AVX512VNNI) && type == TLLM_TYPE_Q4_0) part = dot_q4_0_q8_vnni(row, plane, nb);
-        else if ((f & TLLM_CPU_AVX512VNNI) && type == TLLM_TYPE_Q4_1) part = dot_q4_1_q8_vnni(row, plane, nb);
-        else if ((f & TLLM_CPU_AVX512VNNI) && type == TLLM_TYPE_Q8_0) part = dot_q8_0_q8_vnni(row, plane, nb);
-        else if ((f & TLLM_CPU_AVX2_F16C) && type == TLLM_TYPE_Q4_0) part = dot_q4_0_q8_avx2(row, plane, nb);
-        else if ((f & TLLM_CPU_AVX2_F16C) && type == TLLM_TYPE_Q4_1) part = dot_q4_1_q8_avx2(row, plane, nb);
-        else if ((f & TLLM_CPU_AVX2_F16C) && type == TLLM_TYPE_Q8_0) part = dot_q8_0_q8_avx2(row, plane, nb);
-        else part = tllm_vec_dot_q8_ref(type, row, plane, n);
-#else
-        part = tllm_vec_dot_q8_ref(type, row, plane, n);
-#endif
-        sum += part;
-    }
+    for (int p = 0; p < planes; p++) sum += dot32_q8(type, row, x + (size_t)p * nb, nb);
     return sum;
 }
 
