@@ -41,7 +41,7 @@ static float dot_generic(int type, const void *row, const float *x, size_t n) {
     const size_t bytes_per = per / traits.block_size * traits.type_size;
     for (size_t start = 0; start < n; start += per) {
         size_t count = n - start < per ? n - start : per;
-        tllm_dequantize_ref(type, (const uint8_t *)row + start / per * bytes_per, chunk, count);
+        tllm_dequantize(type, (const uint8_t *)row + start / per * bytes_per, chunk, count);
         sum += tllm_vec_dot(TLLM_TYPE_F32, chunk, x + start, count);  // the SIMD F32 path where there is one
     }
     return sum;

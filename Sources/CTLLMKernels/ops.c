@@ -483,7 +483,7 @@ void tllm_attention_ref(const float *q, const float *k, const float *v, float *o
 int tllm_dequantize_rows(int type, const void *w, size_t row_bytes, size_t cols, size_t row_start, size_t row_count,
                          float *out) {
     for (size_t r = 0; r < row_count; r++) {
-        if (tllm_dequantize_ref(type, (const uint8_t *)w + (row_start + r) * row_bytes, out + r * cols, cols) != 0)
+        if (tllm_dequantize(type, (const uint8_t *)w + (row_start + r) * row_bytes, out + r * cols, cols) != 0)
             return -1;
     }
     return 0;

@@ -256,6 +256,16 @@ __attribute__((target("avx2"))) static inline __m256i dot_us_avx2(__m256i u, __m
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
+/// acc + Σ u[i] * s[i] per lane, as the two above compute it.
+__attribute__((target("avx512f,avx512vl,avx512vnni"))) static inline __m256i dot_acc_vnni(__m256i acc, __m256i u,
+                                                                                          __m256i s) {
+    return _mm256_dpbusd_epi32(acc, u, s);
+}
+
+__attribute__((target("avx2"))) static inline __m256i dot_acc_avx2(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, dot_us_avx2(u, s));
+}
+
 #define DEFINE_Q8_DOTS(SUFFIX, TARGET, DOT)                                                                         \
     __attribute__((target(TARGET))) static float dot_q4_0_q8_##SUFFIX(const tllm_block_q4_0 *w,                    \
                                                                         const tllm_block_q8_act *x, size_t nb) {     \
@@ -325,11 +335,13 @@ __attribute__((target("avx2"))) static inline __m256i sums8_epi32(const __m256i 
 
 /// The integer dot product of 32 weights with 32 activations of `planes` planes, in the units of
 /// the last plane: the residual plane's step is exactly the first's / 256, so (hi << 8) + lo is
-/// exact in int32 and one conversion serves both.
-#define K_PLANES_DOT(DOT, q, x, stride, planes)                                                                      \
-    ((planes) == 2 ? _mm256_add_epi32(_mm256_slli_epi32(DOT((q), _mm256_loadu_si256((const __m256i *)(x)->qs)), 8),  \
-                                      DOT((q), _mm256_loadu_si256((const __m256i *)((x) + (stride))->qs)))              \
-                   : DOT((q), _mm256_loadu_si256((const __m256i *)(x)->qs)))
+/// exact in int32 and one conversion serves both (with VNNI, lo accumulates onto hi << 8).
+#define K_PLANES_DOT(DOT_ACC, q, x, stride, planes)                                                                  \
+    ((planes) == 2                                                                                                   \
+         ? DOT_ACC(_mm256_slli_epi32(                                                                                \
+                       DOT_ACC(_mm256_setzero_si256(), (q), _mm256_loadu_si256((const __m256i *)(x)->qs)), 8),      \
+                   (q), _mm256_loadu_si256((const __m256i *)((x) + (stride))->qs))                                   \
+         : DOT_ACC(_mm256_setzero_si256(), (q), _mm256_loadu_si256((const __m256i *)(x)->qs)))
 
 /// K-quant rows against `planes` activation planes (`plane_stride` blocks apart; their products
 /// add), `nsb` super-blocks of 256. Per super-block, each group's integer dot product stays in
@@ -344,7 +356,7 @@ __attribute__((target("avx2"))) static inline __m256i sums8_epi32(const __m256i 
 /// Bytes ahead of the current super-block that the K kernels prefetch (rows stream from memory).
 #define K_PREFETCH 768
 
-#define DEFINE_K_DOTS(SUFFIX, TARGET, DOT)                                                                          \
+#define DEFINE_K_DOTS(SUFFIX, TARGET, DOT_ACC)                                                                          \
     __attribute__((target(TARGET), always_inline)) static inline float dot_k4_q8_##SUFFIX(                           \
         const uint8_t *w, size_t block_bytes, int q5, const tllm_block_q8_act *x, const float *side, size_t nsb,    \
         int planes, size_t plane_stride) {                                                                          \
@@ -375,8 +387,8 @@ __attribute__((target("avx2"))) static inline __m256i sums8_epi32(const __m256i 
                     hi = _mm256_or_si256(                                                                           \
                         hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(high, bit_hi), bit_hi), five));     \
                 }                                                                                                   \
-                group[2 * j] = K_PLANES_DOT(DOT, lo, xb + 2 * j, plane_stride, planes);                              \
-                group[2 * j + 1] = K_PLANES_DOT(DOT, hi, xb + 2 * j + 1, plane_stride, planes);                      \
+                group[2 * j] = K_PLANES_DOT(DOT_ACC, lo, xb + 2 * j, plane_stride, planes);                              \
+                group[2 * j + 1] = K_PLANES_DOT(DOT_ACC, hi, xb + 2 * j + 1, plane_stride, planes);                      \
             }                                                                                                       \
             const __m256 unit = _mm256_loadu_ps(side + 8 * i);                                                      \
             const __m256 sums = _mm256_loadu_ps(side + plane_stride + 8 * i);                                       \
@@ -424,7 +436,7 @@ __attribute__((target("avx2"))) static inline __m256i sums8_epi32(const __m256i 
                                        _mm256_and_si256(_mm256_srli_epi16(h, 2), bits45));                          \
                 const tllm_block_q8_act *xb = x + 8 * i + 4 * n;                                                    \
                 __m256i dot[4];                                                                                     \
-                for (int c = 0; c < 4; c++) dot[c] = K_PLANES_DOT(DOT, q[c], xb + c, plane_stride, planes);           \
+                for (int c = 0; c < 4; c++) dot[c] = K_PLANES_DOT(DOT_ACC, q[c], xb + c, plane_stride, planes);           \
                 /* (q - 32) · x = q · x - 32 · Σx, the second term per activation row, from k_side. */               \
                 const __m256i halves = _mm256_sub_epi32(                                                           \
                     _mm256_hadd_epi32(_mm256_hadd_epi32(dot[0], dot[1]), _mm256_hadd_epi32(dot[2], dot[3])),      \
@@ -443,8 +455,8 @@ __attribute__((target("avx2"))) static inline __m256i sums8_epi32(const __m256i 
                            : dot_q6_K_q8_planes_##SUFFIX(w, x, side, nsb, 1, stride);                               \
     }
 
-DEFINE_K_DOTS(vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dot_us_vnni)
-DEFINE_K_DOTS(avx2, "avx2,fma,f16c", dot_us_avx2)
+DEFINE_K_DOTS(vnni, "avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dot_acc_vnni)
+DEFINE_K_DOTS(avx2, "avx2,fma,f16c", dot_acc_avx2)
 
 /// Horizontal sums of four 8-lane accumulators, in order.
 __attribute__((target("avx2"))) static inline __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {

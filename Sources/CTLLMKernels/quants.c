@@ -7,7 +7,12 @@
 #endif
 #include "tllm_quants.h"
 #include "tllm_kernels.h"
+#include "dispatch.h"
 #include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 static inline float half_to_float(tllm_half h) {
     float f;
@@ -267,4 +272,77 @@ int tllm_dequantize_ref(int type, const void *src, float *dst, size_t n) {
     case TLLM_TYPE_IQ4_XS: dequantize_iq4_xs(src, dst, nb); return 0;
     default: return -1;
     }
+}
+
+// MARK: - AVX2 dequantisation of the K-quants, bit-identical to the reference
+
+#if defined(__x86_64__)
+
+/// Q4_K (q5 = 0) or Q5_K blocks: the reference's operations (d·sc, then q times it minus dmin·m,
+/// no fused multiply-add: this file is compiled without contraction) eight weights at a time.
+__attribute__((target("avx2,f16c"))) static void dequantize_k4_avx2(const uint8_t *blocks, size_t block_bytes, int q5,
+                                                                    float *y, size_t nb) {
+    const __m128i low4 = _mm_set1_epi8(0x0F), five = _mm_set1_epi8(0x10);
+    for (size_t i = 0; i < nb; i++, y += TLLM_QK_K) {
+        const uint8_t *b = blocks + i * block_bytes, *scales = b + 4, *qh = b + 16, *qs = q5 ? b + 48 : b + 16;
+        tllm_half halves[2];
+        memcpy(halves, b, 4);
+        const float d = half_to_float(halves[0]), dmin = half_to_float(halves[1]);
+        for (int g = 0; g < 8; g++) {
+            uint8_t sc, m;
+            scale_min_k4(g, scales, &sc, &m);
+            const __m256 dl = _mm256_set1_ps(d * (float)sc), ml = _mm256_set1_ps(dmin * (float)m);
+            const __m128i bit = _mm_set1_epi8((char)(1 << g));
+            for (int l = 0; l < 32; l += 8) {
+                const __m128i raw = _mm_loadl_epi64((const __m128i *)(qs + 32 * (g / 2) + l));
+                __m128i q = _mm_and_si128(g % 2 ? _mm_srli_epi16(raw, 4) : raw, low4);
+                if (q5) {
+                    const __m128i h = _mm_and_si128(_mm_loadl_epi64((const __m128i *)(qh + l)), bit);
+                    q = _mm_add_epi8(q, _mm_and_si128(_mm_cmpeq_epi8(h, bit), five));
+                }
+                const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+                _mm256_storeu_ps(y + 32 * g + l, _mm256_sub_ps(_mm256_mul_ps(dl, v), ml));
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2,f16c"))) static void dequantize_q6_K_avx2(const tllm_block_q6_K *x, float *y, size_t nb) {
+    const __m128i low4 = _mm_set1_epi8(0x0F), two = _mm_set1_epi8(0x03), offset = _mm_set1_epi8(32);
+    for (size_t i = 0; i < nb; i++) {
+        const float d = half_to_float(x[i].d);
+        for (int n = 0; n < 2; n++, y += 128) {
+            const uint8_t *ql = x[i].ql + 64 * n, *qh = x[i].qh + 32 * n;
+            const int8_t *sc = x[i].scales + 8 * n;
+            for (int l = 0; l < 32; l += 8) {
+                const __m128i a = _mm_loadl_epi64((const __m128i *)(ql + l));
+                const __m128i b = _mm_loadl_epi64((const __m128i *)(ql + 32 + l));
+                const __m128i h = _mm_loadl_epi64((const __m128i *)(qh + l));
+                const __m128i low[4] = {a, b, _mm_srli_epi16(a, 4), _mm_srli_epi16(b, 4)};
+                for (int c = 0; c < 4; c++) {
+                    const __m128i high = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 2 * c), two), 4);
+                    const __m128i q = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(low[c], low4), high), offset);
+                    const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                    const __m256 dl = _mm256_set1_ps(d * (float)sc[l / 16 + 2 * c]);
+                    _mm256_storeu_ps(y + 32 * c + l, _mm256_mul_ps(dl, v));
+                }
+            }
+        }
+    }
+}
+
+#endif
+
+int tllm_dequantize(int type, const void *src, float *dst, size_t n) {
+#if defined(__x86_64__)
+    if ((tllm_active_features() & TLLM_CPU_AVX2_F16C) && n % TLLM_QK_K == 0) {
+        switch (type) {
+        case TLLM_TYPE_Q4_K: dequantize_k4_avx2(src, sizeof(tllm_block_q4_K), 0, dst, n / TLLM_QK_K); return 0;
+        case TLLM_TYPE_Q5_K: dequantize_k4_avx2(src, sizeof(tllm_block_q5_K), 1, dst, n / TLLM_QK_K); return 0;
+        case TLLM_TYPE_Q6_K: dequantize_q6_K_avx2(src, dst, n / TLLM_QK_K); return 0;
+        default: break;
+        }
+    }
+#endif
+    return tllm_dequantize_ref(type, src, dst, n);
 }

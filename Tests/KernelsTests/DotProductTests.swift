@@ -137,6 +137,25 @@ import Testing
         }
     }
 
+    /// `tllm_dequantize` (SIMD for the K-quants, used by prefill tiles, sgemm tiles and the
+    /// float dot of block-dequantised types) gives the reference's bits on every path.
+    @Test func dequantisationIsBitIdenticalOnEveryPath() {
+        let columns = 1024
+        for (name, type) in Self.types {
+            let weights = Self.randomRows(type: type, rows: 3, columns: columns)
+            var reference = [Float](repeating: 0, count: 3 * columns)
+            #expect(tllm_dequantize_ref(type, weights, &reference, 3 * columns) == 0)
+            for mask in Self.paths {
+                tllm_set_cpu_features(mask)
+                defer { tllm_set_cpu_features(~0) }
+                var fast = [Float](repeating: .nan, count: 3 * columns)
+                #expect(tllm_dequantize(type, weights, &fast, 3 * columns) == 0)
+                let differing = zip(fast, reference).filter { $0.bitPattern != $1.bitPattern }.count
+                #expect(differing == 0, "\(name) path \(mask): \(differing) values differ from the reference")
+            }
+        }
+    }
+
     @Test func unsupportedShapesAreRefused() {
         var y = [Float](repeating: 0, count: 4)
         let w = [UInt8](repeating: 0, count: 1024)

@@ -162,6 +162,10 @@ tllm_type_traits tllm_type_traits_of(int type);
 /// Returns 0, or -1 when the type is unsupported or `n` is not a whole number of blocks.
 int tllm_dequantize_ref(int type, const void *src, float *dst, size_t n);
 
+/// The same values, bit for bit, on this CPU's SIMD path where there is one (AVX2 for Q4_K,
+/// Q5_K, Q6_K); the reference otherwise.
+int tllm_dequantize(int type, const void *src, float *dst, size_t n);
+
 #ifdef __cplusplus
 }
 #endif
