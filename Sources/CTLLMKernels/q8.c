@@ -132,6 +132,8 @@ int tllm_q8_supported(int type) {
     switch (type) {
     case TLLM_TYPE_Q4_0:
     case TLLM_TYPE_Q4_1:
+    case TLLM_TYPE_Q5_0:
+    case TLLM_TYPE_Q5_1:
     case TLLM_TYPE_Q8_0:
     case TLLM_TYPE_Q4_K:
     case TLLM_TYPE_Q5_K:
@@ -192,6 +194,21 @@ float tllm_vec_dot_q8_ref(int type, const void *row, const tllm_block_q8_act *x,
             sum += (double)half_to_float(w->d) * x[b].d * dot + (double)half_to_float(w->m) * x[b].s;
             break;
         }
+        case TLLM_TYPE_Q5_0:
+        case TLLM_TYPE_Q5_1: {
+            // Q5_0: d·(q - 16)·x; Q5_1: d·q·x + m·Σx. q's fifth bit of weight i is bit i of qh.
+            const int q5_1 = type == TLLM_TYPE_Q5_1;
+            const uint8_t *w = (const uint8_t *)row + b * (q5_1 ? sizeof(tllm_block_q5_1) : sizeof(tllm_block_q5_0));
+            const uint8_t *qh = w + (q5_1 ? 4 : 2), *qs = qh + 4;
+            tllm_half h[2];
+            memcpy(h, w, q5_1 ? 4 : 2);
+            for (int j = 0; j < 32; j++) {
+                const int q = (j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4) | ((qh[j / 8] >> (j % 8)) & 1) << 4;
+                dot += (q5_1 ? q : q - 16) * x[b].qs[j];
+            }
+            sum += (double)half_to_float(h[0]) * x[b].d * dot + (q5_1 ? (double)half_to_float(h[1]) * x[b].s : 0);
+            break;
+        }
         case TLLM_TYPE_Q8_0: {
             const tllm_block_q8_0 *w = (const tllm_block_q8_0 *)row + b;
             for (int j = 0; j < 32; j++) dot += w->qs[j] * x[b].qs[j];
@@ -245,6 +262,19 @@ __attribute__((target("avx2"))) static inline __m256i nibbles_to_bytes(const uin
     return _mm256_set_m128i(high, low);
 }
 
+/// The 32 weights of a Q5 block as bytes 0..31: the nibbles, plus 16 where bit i of qh is set
+/// (byte i of a broadcast of qh's byte i / 8, tested against bit i % 8).
+__attribute__((target("avx2"))) static inline __m256i q5_to_bytes(const uint8_t *qh, const uint8_t *qs) {
+    uint32_t bits;
+    memcpy(&bits, qh, 4);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)bits),
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i mask = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask);
+    return _mm256_or_si256(nibbles_to_bytes(qs), _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+}
+
 /// Σ u[i] * s[i] over 32 bytes, unsigned × signed, with VNNI.
 __attribute__((target("avx512f,avx512vl,avx512vnni"))) static inline __m256i dot_us_vnni(__m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
@@ -292,6 +322,24 @@ __attribute__((target("avx2"))) static inline __m256i dot_acc_avx2(__m256i acc, 
             __m256i dot = DOT(nibbles_to_bytes(w[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));             \
             acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * x[b].d), _mm256_cvtepi32_ps(dot), acc);        \
             offsets += _cvtsh_ss(w[b].m) * x[b].s;                                                                  \
+        }                                                                                                           \
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));                          \
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                                     \
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));                                                                      \
+        return _mm_cvtss_f32(s) + offsets;                                                                          \
+    }                                                                                                               \
+    /* Q5_0 (q5_1 = 0): d·(q - 16)·x, the offset through Σx = s / d; Q5_1: d·q·x + m·Σx. */                        \
+    __attribute__((target(TARGET))) static float dot_q5_q8_##SUFFIX(const uint8_t *w, int q5_1,                     \
+                                                                     const tllm_block_q8_act *x, size_t nb) {        \
+        const size_t block = q5_1 ? sizeof(tllm_block_q5_1) : sizeof(tllm_block_q5_0);                              \
+        __m256 acc = _mm256_setzero_ps();                                                                           \
+        float offsets = 0;                                                                                          \
+        for (size_t b = 0; b < nb; b++, w += block) {                                                               \
+            const uint8_t *qh = w + (q5_1 ? 4 : 2);                                                                 \
+            const float d = _cvtsh_ss(*(const uint16_t *)w);                                                        \
+            __m256i dot = DOT(q5_to_bytes(qh, qh + 4), _mm256_loadu_si256((const __m256i *)x[b].qs));               \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x[b].d), _mm256_cvtepi32_ps(dot), acc);                        \
+            offsets += (q5_1 ? _cvtsh_ss(*(const uint16_t *)(w + 2)) : -16.0f * d) * x[b].s;                         \
         }                                                                                                           \
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));                          \
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                                     \
@@ -618,7 +666,8 @@ static int is_k_quant(int type) {
     return type == TLLM_TYPE_Q4_K || type == TLLM_TYPE_Q5_K || type == TLLM_TYPE_Q6_K;
 }
 
-/// One plane against a row of a 32-weight type (Q4_0, Q4_1, Q8_0), on this CPU's best path.
+/// One plane against a row of a 32-weight type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), on this CPU's best
+/// path.
 static float dot32_q8(int type, const void *row, const tllm_block_q8_act *x, size_t nb) {
 #if defined(__x86_64__)
     unsigned f = tllm_active_features();
@@ -626,6 +675,8 @@ static float dot32_q8(int type, const void *row, const tllm_block_q8_act *x, siz
         switch (type) {
         case TLLM_TYPE_Q4_0: return dot_q4_0_q8_vnni(row, x, nb);
         case TLLM_TYPE_Q4_1: return dot_q4_1_q8_vnni(row, x, nb);
+        case TLLM_TYPE_Q5_0: return dot_q5_q8_vnni(row, 0, x, nb);
+        case TLLM_TYPE_Q5_1: return dot_q5_q8_vnni(row, 1, x, nb);
         case TLLM_TYPE_Q8_0: return dot_q8_0_q8_vnni(row, x, nb);
         default: break;
         }
@@ -634,6 +685,8 @@ static float dot32_q8(int type, const void *row, const tllm_block_q8_act *x, siz
         switch (type) {
         case TLLM_TYPE_Q4_0: return dot_q4_0_q8_avx2(row, x, nb);
         case TLLM_TYPE_Q4_1: return dot_q4_1_q8_avx2(row, x, nb);
+        case TLLM_TYPE_Q5_0: return dot_q5_q8_avx2(row, 0, x, nb);
+        case TLLM_TYPE_Q5_1: return dot_q5_q8_avx2(row, 1, x, nb);
         case TLLM_TYPE_Q8_0: return dot_q8_0_q8_avx2(row, x, nb);
         default: break;
         }

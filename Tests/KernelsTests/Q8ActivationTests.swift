@@ -5,7 +5,7 @@ import Testing
 /// up to float summation order, and stays close to the float path.
 @Suite(.serialized) struct Q8ActivationTests {
     static let types: [(name: String, id: Int32)] = [
-        ("Q4_0", 2), ("Q4_1", 3), ("Q8_0", 8), ("Q4_K", 12), ("Q5_K", 13), ("Q6_K", 14),
+        ("Q4_0", 2), ("Q4_1", 3), ("Q5_0", 6), ("Q5_1", 7), ("Q8_0", 8), ("Q4_K", 12), ("Q5_K", 13), ("Q6_K", 14),
     ]
     /// The types with a packed layout.
     static let packableTypes = types.filter { tllm_q8_packable($0.id, 16, 32) != 0 }

@@ -32,8 +32,8 @@ void tllm_quantize_residual(const float *x, const tllm_block_q8_act *hi, tllm_bl
 /// when out of memory. The caller frees it.
 tllm_block_q8_act *tllm_quantize_rows(const float *x, size_t x_stride, size_t batch, size_t cols, int planes);
 
-/// Whether a weight type has an 8-bit-activation dot product (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K,
-/// Q6_K).
+/// Whether a weight type has an 8-bit-activation dot product (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+/// Q4_K, Q5_K, Q6_K).
 int tllm_q8_supported(int type);
 
 /// dot(row, x) for quantised activations; reference computes with the same integers in scalar.
