@@ -111,7 +111,7 @@ public struct ClientCommand: AsyncParsableCommand {
         logger.logLevel = isDebug ? .debug : .info
         let master = try MasterConnection(address: masterAddress ?? "")
         let service = WorkerService(logger: logger)
-        let server = GRPCServer(methods: service.grpcMethods, logger: logger)
+        let server = GRPCServer(methods: service.grpcMethods, limits: service.grpcLimits, logger: logger)
         let bound = try await server.start([try GRPCListenAddress(parsing: "[::]:\(grpcPort ?? 0)")])
         let port = bound.first?.port ?? grpcPort ?? 0
         let hosts = hostname.map { [$0] } ?? NetworkInterfaces.advertisedIPv4(limit: 3)

@@ -95,8 +95,26 @@ public actor StepInbox {
 /// The master's RPCService: receives the last stage's hidden states and every stage's status.
 public struct MasterService: RPCServiceProtocol {
     let inbox: StepInbox
+    let hiddenSize: Int
+    let forwardLimit: Int
 
-    public init(inbox: StepInbox) { self.inbox = inbox }
+    /// The service of a master whose steps carry at most `maxRequests` requests and `maxRows`
+    /// input ids (the scheduler's batch limits) of width `hiddenSize`.
+    public init(inbox: StepInbox, hiddenSize: Int, maxRequests: Int, maxRows: Int) {
+        self.inbox = inbox
+        self.hiddenSize = hiddenSize
+        // The last stage sends one row per request, and echoes every input id of the step.
+        forwardLimit =
+            GRPCLimits.forwardMessageBytes(rows: maxRequests, requests: maxRequests, hiddenSize: hiddenSize)
+            + GRPCLimits.forwardMessageBytes(rows: maxRows, requests: 0, hiddenSize: 0)
+    }
+
+    public func maximumRequestBytes(_ method: RPCServiceMethod) -> Int {
+        switch method {
+        case .forward: forwardLimit
+        case .imageForward, .status, .health, .setConfig: GRPCLimits.controlMessageBytes
+        }
+    }
 
     /// Always acknowledged (as the protocol says); a result that cannot be decoded fails its step
     /// at once instead of leaving it to time out.
@@ -104,7 +122,9 @@ public struct MasterService: RPCServiceProtocol {
         let key = request.uuidList.joined(separator: "-")
         do {
             guard let tensor = request.hiddenStates else { throw PipelineError("hidden_states is missing") }
-            await inbox.deliver(key, result: try TensorCodec.decode(tensor))
+            let result = try TensorCodec.decode(
+                tensor, expectedRows: request.uuidList.count, expectedColumns: hiddenSize)
+            await inbox.deliver(key, result: result)
         } catch {
             await inbox.reject(key, PipelineError("the last stage sent a bad result: \(error)"))
         }

@@ -161,7 +161,9 @@ public actor WorkerNode {
         }
         let shard = try ShardActor(model: bundle.weights, layers: assigned.layers, threads: threads, options: compute)
         self.shard = shard
-        await service.attach(shard, totalLayers: configuration.layerCount, hiddenSize: configuration.hiddenSize)
+        await service.attach(
+            shard, totalLayers: configuration.layerCount, hiddenSize: configuration.hiddenSize,
+            maxRows: configuration.contextLength)
         logger.info(
             "loaded layers [\(assigned.layers.lowerBound), \(assigned.layers.upperBound)) of \(bundle.name) in \((ContinuousClock.now - started).formatted(.units(allowed: [.milliseconds])))"
         )

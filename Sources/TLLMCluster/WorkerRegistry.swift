@@ -54,6 +54,31 @@ public actor WorkerRegistry {
             memory = try container.decodeIfPresent(Int.self, forKey: .memory).flatMap { $0 > 0 ? $0 : nil }
         }
 
+        /// Most candidate hosts a worker may name: the master probes each (3 tries, 3 s).
+        public static let maximumHosts = 16
+        /// Longest `client_id` (bytes).
+        public static let maximumClientIDBytes = 256
+
+        /// Checks every field against what a model of `totalLayers` layers allows; the registration
+        /// body came from the network.
+        public func validate(totalLayers: Int) throws(InvalidRegistrationField) {
+            guard !clientID.isEmpty, clientID.utf8.count <= Self.maximumClientIDBytes else {
+                throw InvalidRegistrationField("client_id", "must be 1 to \(Self.maximumClientIDBytes) bytes long")
+            }
+            guard (1...Self.maximumHosts).contains(hosts.count) else {
+                throw InvalidRegistrationField("host", "must list 1 to \(Self.maximumHosts) hosts")
+            }
+            // 253 bytes: the longest DNS name; an IPv6 address with a zone fits too.
+            guard hosts.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 253 }) else {
+                throw InvalidRegistrationField("host", "every host must be 1 to 253 bytes long")
+            }
+            guard (1...65535).contains(port) else {
+                throw InvalidRegistrationField("port", "\(port) is not a TCP port")
+            }
+            try InvalidRegistrationField.checkLayers(
+                ppRank: ppRank, startIndex: startIndex, endIndex: endIndex, totalLayers: totalLayers, allowUnset: true)
+        }
+
         public init(
             clientID: String, hosts: [String], port: Int, ppRank: Int = -1, startIndex: Int = -1, endIndex: Int = -1,
             memory: Int? = nil
@@ -65,6 +90,38 @@ public actor WorkerRegistry {
             self.startIndex = startIndex
             self.endIndex = endIndex
             self.memory = memory
+        }
+    }
+
+    /// A registration or `init_model` field outside what the model allows.
+    public struct InvalidRegistrationField: Error, CustomStringConvertible {
+        /// The JSON field.
+        public var field: String
+        public var message: String
+        public var description: String { "Invalid '\(field)': \(message)." }
+
+        init(_ field: String, _ message: String) {
+            self.field = field
+            self.message = message
+        }
+
+        /// `pp_rank`, `start_idx` and `end_idx`: a range inside `[0, totalLayers)`; with
+        /// `allowUnset`, -1 (a first registration) too.
+        public static func checkLayers(
+            ppRank: Int, startIndex: Int, endIndex: Int, totalLayers: Int, allowUnset: Bool
+        ) throws(InvalidRegistrationField) {
+            let lowest = allowUnset ? -1 : 0
+            guard ppRank >= lowest, ppRank < totalLayers else {
+                throw InvalidRegistrationField("pp_rank", "\(ppRank) is outside \(lowest)..<\(totalLayers)")
+            }
+            if allowUnset && startIndex == -1 && endIndex == -1 { return }
+            guard startIndex >= 0, startIndex < totalLayers else {
+                throw InvalidRegistrationField("start_idx", "\(startIndex) is outside 0..<\(totalLayers)")
+            }
+            guard endIndex > startIndex, endIndex <= totalLayers else {
+                throw InvalidRegistrationField(
+                    "end_idx", "\(endIndex) must be above start_idx \(startIndex) and at most \(totalLayers)")
+            }
         }
     }
 

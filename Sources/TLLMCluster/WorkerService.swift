@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Synchronization
 import TLLMCompute
 import TLLMWire
 
@@ -21,6 +22,16 @@ public actor WorkerService: RPCServiceProtocol {
 
     private var totalLayers = 0
     private var hiddenSize = 0
+    /// The largest `Forward` message read (see `maximumRequestBytes`): small until layers are
+    /// attached, then what a step of the model's context length needs.
+    private let forwardLimit = Atomic<Int>(GRPCLimits.controlMessageBytes)
+    /// Steps accepted and not yet computed, and their float values: bounded, so a peer that
+    /// sends faster than we compute gets RESOURCE_EXHAUSTED instead of our memory.
+    private var pendingSteps = 0
+    private var pendingValues = 0
+    /// `maxPendingSteps` / `maxPendingValues` of `init`.
+    private let maxPendingSteps: Int
+    private let maxPendingValues: Int
     private let logger: Logger
     private var shard: ShardActor?
     private var route: Route?
@@ -32,7 +43,16 @@ public actor WorkerService: RPCServiceProtocol {
 
     /// A service without layers yet: they come with `attach` once the master has named the model
     /// and the range, and until then `Forward` answers "Model not initialized" as the original does.
-    public init(logger: Logger = Logger(label: "tllm.worker")) {
+    ///
+    /// - Parameters:
+    ///   - maxPendingSteps: Steps acknowledged and waiting for compute at most; more are refused
+    ///     with RESOURCE_EXHAUSTED (the master retries or fails the step).
+    ///   - maxPendingValues: The same bound in hidden-state values (4 bytes each once decoded).
+    public init(
+        maxPendingSteps: Int = 64, maxPendingValues: Int = 256 << 20, logger: Logger = Logger(label: "tllm.worker")
+    ) {
+        self.maxPendingSteps = maxPendingSteps
+        self.maxPendingValues = maxPendingValues
         self.logger = logger
         let (stream, continuation) = AsyncStream<Job>.makeStream()
         jobs = continuation
@@ -46,11 +66,22 @@ public actor WorkerService: RPCServiceProtocol {
         }
     }
 
-    /// The loaded layers of a model with `totalLayers` layers of width `hiddenSize`.
-    public func attach(_ shard: ShardActor, totalLayers: Int, hiddenSize: Int) {
+    /// The loaded layers of a model with `totalLayers` layers of width `hiddenSize`; a step
+    /// carries at most `maxRows` rows (the model's context length).
+    public func attach(_ shard: ShardActor, totalLayers: Int, hiddenSize: Int, maxRows: Int) {
         self.shard = shard
         self.totalLayers = totalLayers
         self.hiddenSize = hiddenSize
+        forwardLimit.store(
+            GRPCLimits.forwardMessageBytes(rows: maxRows, requests: maxRows, hiddenSize: hiddenSize),
+            ordering: .relaxed)
+    }
+
+    public nonisolated func maximumRequestBytes(_ method: RPCServiceMethod) -> Int {
+        switch method {
+        case .forward: forwardLimit.load(ordering: .relaxed)
+        case .imageForward, .status, .health, .setConfig: GRPCLimits.controlMessageBytes
+        }
     }
 
     /// The loaded layers, if any.
@@ -103,28 +134,34 @@ public actor WorkerService: RPCServiceProtocol {
             throw RPCError(.invalidArgument, "uuid_list names a request twice")
         }
         guard let tensor = request.hiddenStates else { throw RPCError(.invalidArgument, "hidden_states is missing") }
-        let decoded: TensorCodec.Decoded
-        do { decoded = try TensorCodec.decode(tensor) } catch {
-            throw RPCError(.invalidArgument, "hidden_states: \(error)")
-        }
-        let rows = request.inputIdsList.reduce(0) { $0 + $1.inputIds.count }
-        guard decoded.rows == rows, decoded.columns == hiddenSize else {
-            throw RPCError(
-                .invalidArgument,
-                "hidden_states is [\(decoded.rows), \(decoded.columns)], expected [\(rows), \(hiddenSize)] "
-                    + "(rows = the input ids of all requests)")
-        }
         let sequences = zip(request.uuidList, request.inputIdsList).map {
             SequenceSlice(id: $0, rows: $1.inputIds.count)
         }
         guard sequences.allSatisfy({ $0.rows > 0 }) else {
             throw RPCError(.invalidArgument, "every request needs at least one input id")
         }
+        let rows = sequences.reduce(0) { $0 + $1.rows }
+        let (values, overflow) = rows.multipliedReportingOverflow(by: hiddenSize)
+        guard !overflow, pendingSteps < maxPendingSteps, pendingValues <= maxPendingValues - values else {
+            throw RPCError(
+                .resourceExhausted,
+                "\(pendingSteps) steps (\(pendingValues) values) are waiting for compute on this worker; retry later")
+        }
+        // The shape is compared with what this stage expects before anything is decompressed:
+        // an LZ4 frame of a few MB may claim gigabytes.
+        let decoded: TensorCodec.Decoded
+        do { decoded = try TensorCodec.decode(tensor, expectedRows: rows, expectedColumns: hiddenSize) } catch {
+            throw RPCError(.invalidArgument, "hidden_states: \(error) (rows = the input ids of all requests)")
+        }
+        pendingSteps += 1
+        pendingValues += decoded.values.count
         jobs.yield(Job(request: request, hidden: decoded.values, sequences: sequences))
         return ForwardResponse(msg: "Forward Completed", status: 200)
     }
 
     private func run(_ job: Job) async {
+        pendingSteps -= 1
+        pendingValues -= job.hidden.count
         guard let shard, let route else { return }
         let started = ContinuousClock.now
         let step = job.request.uuidList.joined(separator: "-")
@@ -146,7 +183,10 @@ public actor WorkerService: RPCServiceProtocol {
         do {
             result.hiddenStates = try TensorCodec.encode(hidden, rows: rows, columns: hiddenSize)
         } catch {
-            logger.error("step \(step): cannot encode the result: \(error)")
+            // Beyond float16's range (or NaN): the wire cannot carry it, so the step fails now
+            // (a failure Status) rather than at the master's deadline.
+            logger.error("step \(step): cannot send the result of layers \(shard.layers): \(error)")
+            await reportFailure(of: job.request.uuidList, step: step, route: route)
             return
         }
         let (seconds, attoseconds) = cost.components

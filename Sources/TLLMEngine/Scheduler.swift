@@ -134,7 +134,8 @@ public actor Scheduler {
         guard !stopped else { throw SchedulerError.shuttingDown }
         guard !request.promptTokens.isEmpty else { throw SchedulerError.invalidRequest("the prompt is empty") }
         guard request.maxTokens >= 1 else { throw SchedulerError.invalidRequest("max_tokens must be at least 1") }
-        guard request.promptTokens.count + request.maxTokens <= maxModelLength else {
+        // Compared as a difference: maxTokens comes from the network and may be near Int.max.
+        guard request.maxTokens <= maxModelLength - request.promptTokens.count else {
             throw SchedulerError.contextExceeded(
                 promptTokens: request.promptTokens.count, maxTokens: request.maxTokens, limit: maxModelLength)
         }

@@ -61,7 +61,8 @@ struct GenerationFields: Decodable {
     }
 
     /// Range checks of OpenAI's API (and vLLM's for its extensions); a clear 400 for each.
-    func validate() throws(APIError) {
+    /// Every number here came from the network: nothing is converted before it is checked.
+    func validate(vocabularySize: Int) throws(APIError) {
         if let n, n != 1 {
             throw .invalid("Only n = 1 is supported (got n = \(n)).", param: "n", code: "unsupported_value")
         }
@@ -86,8 +87,33 @@ struct GenerationFields: Decodable {
         if let stop = stop?.values {
             if stop.count > 16 { throw .invalid("At most 16 stop sequences are allowed.", param: "stop") }
             if stop.contains(where: \.isEmpty) { throw .invalid("Stop sequences must not be empty.", param: "stop") }
+            if stop.contains(where: { $0.utf8.count > Self.maximumStopBytes }) {
+                throw .invalid(
+                    "Stop sequences must be at most \(Self.maximumStopBytes) bytes long.", param: "stop",
+                    code: "invalid_value")
+            }
+        }
+        if let ids = stopTokenIDs {
+            if ids.count > Self.maximumStopTokenIDs {
+                throw .invalid(
+                    "At most \(Self.maximumStopTokenIDs) stop token ids are allowed.", param: "stop_token_ids",
+                    code: "invalid_value")
+            }
+            if let bad = ids.first(where: { $0 < 0 || $0 >= vocabularySize }) {
+                throw .invalid(
+                    "Invalid 'stop_token_ids': \(bad) is outside the vocabulary (0..<\(vocabularySize)).",
+                    param: "stop_token_ids", code: "invalid_value")
+            }
         }
     }
+
+    /// The longest stop string accepted: the stream holds back up to this many bytes.
+    static let maximumStopBytes = 1024
+    /// The most stop token ids one request may name.
+    static let maximumStopTokenIDs = 1024
+
+    /// `stop_token_ids` as token ids; only after `validate` (which range-checks them).
+    var stopTokens: Set<Int32> { Set((stopTokenIDs ?? []).map { Int32(truncatingIfNeeded: $0) }) }
 
     private func check(_ name: String, _ value: Double?, _ range: ClosedRange<Double>) throws(APIError) {
         guard let value else { return }

@@ -22,17 +22,21 @@ public struct OpenAIService: Sendable {
         public var maxModelLength: Int
         /// Request bodies beyond this get 413.
         public var maxBodyBytes: Int
-        /// When set, `/v1/*` requires `Authorization: Bearer <key>`.
+        /// When set, every route but `/`, `/health`, `/version` (and the registration routes, which
+        /// the cluster key guards) requires `Authorization: Bearer <key>`.
         public var apiKey: String?
+        /// `/metrics` without the API key (for a Prometheus scraper).
+        public var publicMetrics: Bool
         /// The original's defaults: `max_tokens` 16, raised to the model length for `Bearer anythingllm`.
         public var compatDefaults: Bool
         /// Wall-clock limit of a request, nil: none.
         public var requestTimeout: Duration?
 
         public init(
-            maxModelLength: Int, maxBodyBytes: Int = 8 << 20, apiKey: String? = nil, compatDefaults: Bool = false,
-            requestTimeout: Duration? = nil
+            maxModelLength: Int, maxBodyBytes: Int = 8 << 20, apiKey: String? = nil, publicMetrics: Bool = false,
+            compatDefaults: Bool = false, requestTimeout: Duration? = nil
         ) {
+            self.publicMetrics = publicMetrics
             self.maxModelLength = maxModelLength
             self.maxBodyBytes = maxBodyBytes
             self.apiKey = apiKey
@@ -70,7 +74,9 @@ public struct OpenAIService: Sendable {
     /// The router with every route of §4 and the error / API-key middleware in front.
     public func makeRouter() -> Router<ServerRequestContext> {
         let router = Router(context: ServerRequestContext.self)
-        router.add(middleware: OpenAIErrorMiddleware(apiKey: options.apiKey, logger: logger))
+        router.add(
+            middleware: OpenAIErrorMiddleware(
+                apiKey: options.apiKey, publicMetrics: options.publicMetrics, logger: logger))
         // The instance header tells workers a restarted master from the one they registered with
         // (a restart quicker than their 30 s check would otherwise go unnoticed).
         let instance: HTTPFields = [HTTPField.Name(MasterConnection.instanceHeader)!: Self.instance]
@@ -97,10 +103,20 @@ public struct OpenAIService: Sendable {
             }
             return Self.json(modelCard)
         }
+        // The monitor is a WebSocket (upgraded before routing); this route answers requests that
+        // were not upgraded: 401 without the key (middleware), else a clear 400.
+        router.get("/ws/monitor") { _, _ -> Response in
+            throw APIError.invalid("WS /ws/monitor is a WebSocket: send an Upgrade request.")
+        }
         router.post("/v1/chat/completions") { request, context in try await chatCompletion(request, context) }
         router.post("/v1/completions") { request, context in try await textCompletion(request, context) }
         router.post("/register_client") { request, context in
             let registration: WorkerRegistry.Registration = try await decode(request)
+            do throws(WorkerRegistry.InvalidRegistrationField) {
+                try registration.validate(totalLayers: cluster.registry.totalLayers)
+            } catch {
+                throw APIError.invalid(error.description, param: error.field, code: "invalid_value")
+            }
             let answer = await cluster.register(registration, localHost: context.channel.localAddress?.ipAddress)
             return Self.json(
                 .object([
@@ -114,8 +130,12 @@ public struct OpenAIService: Sendable {
         }
         router.post("/init_model") { request, context in
             let report: InitModelReport = try await decode(request)
-            guard report.endIndex > report.startIndex, report.startIndex >= 0 else {
-                throw APIError.invalid("start_idx and end_idx must name a non-empty layer range.", param: "start_idx")
+            do throws(WorkerRegistry.InvalidRegistrationField) {
+                try WorkerRegistry.InvalidRegistrationField.checkLayers(
+                    ppRank: report.ppRank, startIndex: report.startIndex, endIndex: report.endIndex,
+                    totalLayers: cluster.registry.totalLayers, allowUnset: false)
+            } catch {
+                throw APIError.invalid(error.description, param: error.field, code: "invalid_value")
             }
             let known = await cluster.workerInitialized(
                 clientID: report.clientID, ppRank: report.ppRank, layers: report.startIndex..<report.endIndex,
@@ -189,11 +209,12 @@ public struct OpenAIService: Sendable {
 
     private func chatCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let body: ChatCompletionRequest = try await decode(request)
-        try body.fields.validate()
+        try body.fields.validate(vocabularySize: vocabularySize)
         guard !body.messages.isEmpty else {
             throw APIError.invalid("'messages' must contain at least one message.", param: "messages")
         }
         var messages: [TemplateValue] = []
+        var contentBytes = 0
         for (index, message) in body.messages.enumerated() {
             guard ChatMessage.roles.contains(message.role) else {
                 throw APIError.invalid(
@@ -206,8 +227,10 @@ public struct OpenAIService: Sendable {
                     code: "missing_required_parameter")
             }
             let role = message.role == "developer" ? "system" : message.role
+            contentBytes += content.utf8.count
             messages.append(.dictionary(["role": .string(role), "content": .string(content)]))
         }
+        try refuseIfProvablyTooLong(textBytes: contentBytes, param: "messages")
         let prompt: [Int32]
         do {
             prompt = bundle.chatPromptTokens(try bundle.renderChat(messages: messages))
@@ -220,11 +243,12 @@ public struct OpenAIService: Sendable {
 
     private func textCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let body: CompletionRequest = try await decode(request)
-        try body.fields.validate()
+        try body.fields.validate(vocabularySize: vocabularySize)
         let prompt: [Int32]
         let echo: String?
         switch body.prompt {
         case .text(let text):
+            try refuseIfProvablyTooLong(textBytes: text.utf8.count, param: "prompt")
             prompt = bundle.tokenizer.encode(text, addSpecialTokens: true)
             echo = body.echo == true ? text : nil
         case .tokens(let tokens):
@@ -239,6 +263,21 @@ public struct OpenAIService: Sendable {
         guard !prompt.isEmpty else { throw APIError.invalid("The prompt is empty.", param: "prompt") }
         return try await complete(
             request, context, prompt: prompt, fields: body.fields, endpoint: Self.text, echo: echo)
+    }
+
+    private var vocabularySize: Int { bundle.weights.configuration.vocabularySize }
+
+    /// Refuses text whose bytes alone prove it longer than the context, before the tokenizer
+    /// spends time on it. A token stands for at most `longestTokenBytes` bytes after
+    /// normalisation, which can shrink text by at most 4:1 (UTF-8), hence the factor.
+    private func refuseIfProvablyTooLong(textBytes: Int, param: String) throws(APIError) {
+        let atLeast = textBytes / (bundle.tokenizer.longestTokenBytes * 4)
+        guard atLeast < options.maxModelLength else {
+            throw .invalid(
+                "This model's maximum context length is \(options.maxModelLength) tokens, but the prompt's "
+                    + "\(textBytes) bytes make at least \(atLeast) tokens.", param: param,
+                code: "context_length_exceeded")
+        }
     }
 
     /// Submits a prompt and answers with one JSON response or an SSE stream.
@@ -259,7 +298,7 @@ public struct OpenAIService: Sendable {
                 param: "messages", code: "context_length_exceeded")
         }
         let maxTokens = fields.requestedMaxTokens ?? defaultMaxTokens(request, promptTokens: prompt.count)
-        var stops = Set((fields.stopTokenIDs ?? []).map(Int32.init))
+        var stops = fields.stopTokens
         if fields.ignoreEOS != true { stops.formUnion(bundle.stopTokenIDs) }
         let id = endpoint.idPrefix + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
         let generation = GenerationRequest(
@@ -438,16 +477,37 @@ extension APIError {
     }
 }
 
-/// Answers every error in OpenAI's shape and checks the API key of `/v1/*` routes.
+/// Answers every error in OpenAI's shape and checks the API key.
+///
+/// The key is judged on the route the router matched (`endpointPath`), never on the raw path:
+/// `//v1/completions` and `/v1/./completions` reach the same handler, so they need the same key.
+/// Router middleware runs only for matched routes; unmatched ones answer 404 without reaching it.
 struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let apiKey: String?
+    /// `--public_metrics`: `/metrics` answers without the key (for a scraper).
+    let publicMetrics: Bool
     let logger: Logger
+
+    /// Routes anyone may call: the page (its API calls carry the key), liveness and version.
+    static var openRoutes: Set<String> { ["/", "/health", "/version"] }
+    /// Routes workers call; the cluster key, not the API key, protects them (Python workers
+    /// cannot send an API key).
+    static var clusterRoutes: Set<String> { ["/register_client", "/init_model"] }
+
+    /// Whether a request for `route` needs the API key.
+    func needsKey(route: String) -> Bool {
+        if Self.openRoutes.contains(route) || Self.clusterRoutes.contains(route) { return false }
+        if publicMetrics && route == "/metrics" { return false }
+        return true
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
         do {
-            if let apiKey, request.uri.path.hasPrefix("/v1/"), request.headers[.authorization] != "Bearer \(apiKey)" {
+            if let apiKey, needsKey(route: context.endpointPath ?? request.uri.path),
+                !APIKey.matches(request.headers[.authorization], key: apiKey)
+            {
                 throw APIError(
                     .unauthorized, "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
                     type: "invalid_request_error", code: "invalid_api_key")

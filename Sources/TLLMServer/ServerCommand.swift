@@ -48,7 +48,11 @@ public struct ServerCommand: AsyncParsableCommand {
 
         // The master's gRPC service: final hidden states and stage statuses come back here.
         let inbox = StepInbox(logger: logger)
-        let grpcServer = GRPCServer(methods: MasterService(inbox: inbox).grpcMethods, logger: logger)
+        let masterService = MasterService(
+            inbox: inbox, hiddenSize: configuration.hiddenSize, maxRequests: options.maxBatchSize,
+            maxRows: options.maxBatchTokens)
+        let grpcServer = GRPCServer(
+            methods: masterService.grpcMethods, limits: masterService.grpcLimits, logger: logger)
         let grpcAddresses = try await grpcServer.start([
             try GRPCListenAddress(parsing: "[::]:\(options.grpcPort ?? 0)")
         ])
@@ -96,18 +100,29 @@ public struct ServerCommand: AsyncParsableCommand {
             remote: options.isLocal ? nil : cluster.pipeline,
             options: OpenAIService.Options(
                 maxModelLength: scheduler.maxModelLength, maxBodyBytes: options.maxBodyBytes, apiKey: options.apiKey,
+                publicMetrics: options.publicMetrics,
                 compatDefaults: options.compatDefaults,
                 requestTimeout: options.requestTimeout > 0 ? .milliseconds(Int(options.requestTimeout * 1000)) : nil),
             metrics: MetricsEndpoint(registry: metricsRegistry, cache: pipeline.kvCache), logger: logger)
         let host = options.hostname ?? Self.anyAddress
         let serverLogger = logger
+        let apiKey = options.apiKey
         let app = Application(
             router: service.makeRouter(),
             server: .http1WebSocketUpgrade(
-                configuration: .init(http1: .init(additionalChannelHandlers: [ClientDisconnectHandler()]))
+                configuration: .init(
+                    http1: .init(
+                        additionalChannelHandlers: [ClientDisconnectHandler()],
+                        // A connection that sends no request (or only part of one) for this long is
+                        // closed; an SSE stream being written is not idle.
+                        idleTimeout: .milliseconds(Int64(options.idleTimeout * 1000))))
             ) {
                 request, _, _ in
-                guard request.path == "/ws/monitor" else { return .dontUpgrade }
+                // Refused upgrades fall through to the router, whose /ws/monitor route answers 401
+                // without the key (the same middleware as every route) or 400 with it.
+                guard let path = request.path, APIKey.monitorPath(path) == "/ws/monitor",
+                    APIKey.allowsMonitor(request, key: apiKey)
+                else { return .dontUpgrade }
                 return .upgrade([:]) { inbound, outbound, _ in
                     try await monitor.serve(inbound: inbound, outbound: outbound)
                 }

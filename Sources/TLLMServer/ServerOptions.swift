@@ -89,9 +89,20 @@ public struct ServerOptions: ParsableArguments, Sendable {
     public var requestTimeout: Double = 600
 
     @Option(
+        name: .customLong("idle_timeout"),
+        help: "Seconds an HTTP connection may stay without a request (or with a partial one) before it is closed.")
+    public var idleTimeout: Double = 120
+
+    @Option(
         name: .customLong("api_key"),
-        help: "Require 'Authorization: Bearer <key>' on /v1/* (default: $TLLM_API_KEY, else no key).")
+        help: ArgumentHelp(
+            "Require 'Authorization: Bearer <key>' on every route but /, /health and /version (default: "
+                + "$TLLM_API_KEY, else no key).",
+            discussion: "WS /ws/monitor takes it as the header or as ?api_key=KEY (browsers cannot set headers)."))
     public var apiKey: String?
+
+    @Flag(name: .customLong("public_metrics"), help: "Serve /metrics without the API key (for a Prometheus scraper).")
+    public var publicMetrics = false
 
     @Option(name: .customLong("kv_cache_dtype"), help: "KV cache precision: float32 or float16 (half the memory).")
     public var kvCacheDType = "float32"
@@ -138,6 +149,9 @@ public struct ServerOptions: ParsableArguments, Sendable {
             throw ValidationError("--max_batch_tokens and --max_batch_size must be at least 1")
         }
         guard maxQueue >= 0 else { throw ValidationError("--max_queue must not be negative") }
+        guard idleTimeout > 0, idleTimeout <= 86400 else {
+            throw ValidationError("--idle_timeout must be in (0, 86400]")
+        }
         if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max_model_len must be at least 2") }
         if let clientSize, clientSize < 1 { throw ValidationError("--client_size must be at least 1") }
         guard registrationWindow >= 0, registrationWindow <= 50 else {
@@ -145,7 +159,9 @@ public struct ServerOptions: ParsableArguments, Sendable {
             throw ValidationError("--registration_window must be between 0 and 50 seconds")
         }
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max_body_bytes must be at least 1024") }
-        guard requestTimeout >= 0 else { throw ValidationError("--request_timeout must not be negative") }
+        guard requestTimeout >= 0, requestTimeout <= 31_536_000 else {
+            throw ValidationError("--request_timeout must be between 0 and 31536000 seconds (a year)")
+        }
         guard ["float32", "float16"].contains(kvCacheDType) else {
             throw ValidationError("--kv_cache_dtype must be float32 or float16")
         }

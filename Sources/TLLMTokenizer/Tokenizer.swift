@@ -26,6 +26,10 @@ public final class Tokenizer: Sendable {
     /// SentencePiece: single-character tokens by scalar value.
     private let idForScalar: [UInt32: Int32]
 
+    /// An upper bound on the bytes of text one token stands for: a text of `n` bytes encodes to at
+    /// least `n / longestTokenBytes` tokens (a server refuses a prompt too long without encoding it).
+    public let longestTokenBytes: Int
+
     /// The number of token ids.
     public var vocabularySize: Int { configuration.tokens.count }
     /// The beginning-of-sequence token, if any.
@@ -105,6 +109,11 @@ public final class Tokenizer: Sendable {
             }
         }
         tokenBytes = bytesByID
+        // A text of n bytes encodes to at least n / longest tokens: byte-level tokens cover their
+        // decoded bytes, added tokens their content (SentencePiece's `▁` is at most 3 bytes of text).
+        longestTokenBytes = max(
+            1, bytesByID.lazy.map { $0.count + 2 }.max() ?? 1,
+            configuration.addedTokens.lazy.map(\.content.utf8.count).max() ?? 1)
         self.byteValue = byteValue
         self.idForByte = idForByte
         self.idForPiece = idForPiece

@@ -11,9 +11,21 @@ public protocol RPCServiceProtocol: Sendable {
     func health(_ request: Empty, context: GRPCCallContext) async throws -> HealthResponse
     func setConfig(_ request: SetConfigRequest, context: GRPCCallContext) async throws -> SetConfigResponse
     func imageForward(_ request: ImageForwardRequest, context: GRPCCallContext) async throws -> ForwardResponse
+    /// The largest request message this service reads for `method`; the server checks each
+    /// message's length prefix against it before allocating (RESOURCE_EXHAUSTED beyond). Called on
+    /// an event loop for every call: it must be quick and must not wait.
+    func maximumRequestBytes(_ method: RPCServiceMethod) -> Int
 }
 
 extension RPCServiceProtocol {
+    /// Tensors may be as large as the protocol allows; the control messages are small.
+    public func maximumRequestBytes(_ method: RPCServiceMethod) -> Int {
+        switch method {
+        case .forward, .imageForward: GRPCLimits.maximumMessageBytes
+        case .status, .health, .setConfig: GRPCLimits.controlMessageBytes
+        }
+    }
+
     public func imageForward(_ request: ImageForwardRequest, context: GRPCCallContext) async throws -> ForwardResponse {
         throw RPCError(.unimplemented, "ImageForward (image generation) is not supported by this node")
     }
@@ -45,6 +57,15 @@ extension RPCServiceProtocol {
             RPCServiceMethod.imageForward.path: unaryMethod(imageForward),
         ]
     }
+
+    /// Server limits whose per-method message limits come from `maximumRequestBytes`.
+    public var grpcLimits: GRPCServerLimits {
+        let methods = Dictionary(uniqueKeysWithValues: RPCServiceMethod.allCases.map { ($0.path, $0) })
+        return GRPCServerLimits { path in
+            guard let method = methods[path] else { return GRPCLimits.controlMessageBytes }
+            return maximumRequestBytes(method)
+        }
+    }
 }
 
 /// Wraps a typed method: protobuf decode (INVALID_ARGUMENT on failure), call, encode.
@@ -55,9 +76,10 @@ private func unaryMethod<Request: WireMessage, Response: WireMessage>(
         let decoded = buffer.withUnsafeReadableBytes { bytes in
             Result { () throws(MessageDecodingError) in try Request(serializedBytes: bytes) }
         }
-        guard case .success(let request) = decoded else {
-            if case .failure(let error) = decoded { throw RPCError(.invalidArgument, error.description) }
-            fatalError("unreachable")
+        let request: Request
+        switch decoded {
+        case .success(let message): request = message
+        case .failure(let error): throw RPCError(.invalidArgument, error.description)
         }
         let response = try await method(request, context)
         return ByteBuffer(bytes: response.serializedBytes())

@@ -10,7 +10,7 @@ import Testing
     static func error(_ json: String) -> APIError? {
         do {
             let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
-            try request.fields.validate()
+            try request.fields.validate(vocabularySize: 49152)
             return nil
         } catch let error as DecodingError {
             return APIError(decoding: error)
@@ -37,12 +37,26 @@ import Testing
         (#"{"messages": [], "n": 2}"#, "n", "n = 1"),
         (#"{"messages": [], "temperature": 3}"#, "temperature", "outside"),
         (#"{"messages": [], "top_k": 0}"#, "top_k", "top_k"),
+        (#"{"messages": [], "stop_token_ids": [4294967296]}"#, "stop_token_ids", "outside the vocabulary"),
+        (#"{"messages": [], "stop_token_ids": [49152]}"#, "stop_token_ids", "outside the vocabulary"),
+        (#"{"messages": [], "stop_token_ids": [-1]}"#, "stop_token_ids", "outside the vocabulary"),
     ])
     func badFieldsNameTheirParameter(_ json: String, _ param: String, _ message: String) throws {
         let error = try #require(Self.error(json))
         #expect(error.status == .badRequest)
         #expect(error.param == param)
         #expect(error.message.contains(message), "\(error.message)")
+    }
+
+    /// Numbers that fit no Swift integer: refused as JSON, never converted.
+    @Test(arguments: [
+        #"{"messages": [], "stop_token_ids": [1e300]}"#, #"{"messages": [], "max_tokens": 1e300}"#,
+        #"{"messages": [], "seed": 18446744073709551616}"#, #"{"messages": [], "top_k": -9223372036854775809}"#,
+        #"{"messages": [], "max_tokens": 9223372036854775807, "stop_token_ids": [9223372036854775807]}"#,
+    ])
+    func hugeNumbersAreRefused(_ json: String) throws {
+        let error = try #require(Self.error(json))
+        #expect(error.status == .badRequest, "\(error)")
     }
 
     @Test func malformedJSON() throws {

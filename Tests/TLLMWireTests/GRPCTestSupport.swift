@@ -37,8 +37,10 @@ final class Counter: Sendable {
 }
 
 /// Starts a server on 127.0.0.1 with a free port (and optionally a Unix socket).
-func startServer(methods: [String: GRPCUnaryMethod], unixPath: String? = nil) async throws -> (GRPCServer, Int) {
-    let server = GRPCServer(methods: methods)
+func startServer(
+    methods: [String: GRPCUnaryMethod], limits: GRPCServerLimits = GRPCServerLimits(), unixPath: String? = nil
+) async throws -> (GRPCServer, Int) {
+    let server = GRPCServer(methods: methods, limits: limits)
     var addresses: [GRPCListenAddress] = [.tcp(host: "127.0.0.1", port: 0)]
     if let unixPath { addresses.append(.unix(path: unixPath)) }
     let bound = try await server.start(addresses)

@@ -105,10 +105,13 @@ def free_port() -> int:
 class TllmServer:
     """A running `tllm.server --is_local` on 127.0.0.1:<free port>, ready (GET /health == 200)."""
 
-    def __init__(self, binary: Path, model: Path, log_dir: Path, name: str, **flags):
+    def __init__(self, binary: Path, model: Path, log_dir: Path, name: str, env: dict[str, str] | None = None,
+                 **flags):
+        """`env`: variables added to the test's environment for the process (default: none added)."""
         self.binary = binary
         self.model = model
         self.name = name
+        self.env = env
         self.flags = flags
         self.log_dir = log_dir
         self.returncode: int | None = None
@@ -154,7 +157,8 @@ class TllmServer:
         self.stderr_path = self.log_dir / f"{stem}.stderr"
         self.stdout_path = self.log_dir / f"{stem}.stdout"
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT)
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT,
+                                         env={**os.environ, **self.env} if self.env else None)
 
     @property
     def cmdline(self) -> str:
@@ -305,7 +309,8 @@ def _shared_server_alive(request):
 @pytest.fixture
 def start_server(server_bin, model_path, log_dir, request):
     """Factory: start_server(name, **flags) -> TllmServer with extra flags (e.g. api_key="k",
-    max_queue=1); each must exit 0 within 10 s of SIGTERM at teardown."""
+    max_queue=1) and optionally `env={...}` (extra environment variables); each must exit 0
+    within 10 s of SIGTERM at teardown."""
     started: list[TllmServer] = []
 
     def start(name: str = "custom", **flags) -> TllmServer:

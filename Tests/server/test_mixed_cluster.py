@@ -190,37 +190,65 @@ def test_stray_and_malformed_messages_are_answered(mixed, local):
             grpc.StatusCode.UNIMPLEMENTED, 501)
         assert rpc(target, "Health", pb2.Empty()) == (200, "Healthy")
 
-    # The workers: malformed tensors are refused (or acknowledged and dropped), never computed on.
-    bad = [
-        forward(pb2.BFloat16Tensor(data=b"abc", shape=[2, HIDDEN])),  # too short
-        forward(pb2.BFloat16Tensor(data=b"\x04\x22\x4d\x18garbage" * 9, shape=[64, HIDDEN]), ids=range(64)),  # bad LZ4
-        forward(pb2.BFloat16Tensor(data=bytes(4 * HIDDEN), shape=[2, HIDDEN, 1])),  # 3-d
-        forward(encode_tensor(pb2, np.zeros((2, 100), np.float32))),  # wrong width
-        forward(encode_tensor(pb2, np.zeros((3, HIDDEN), np.float32))),  # rows != input ids
-        forward(pb2.BFloat16Tensor(data=b"", shape=[-2, HIDDEN])),
-        forward(pb2.BFloat16Tensor(data=b"", shape=[2**31 - 1, 2**31 - 1])),
-        forward(None),
-        pb2.ForwardRequest(uuid_list=["a", "b"], input_ids_list=[pb2.InputIds(input_ids=[1, 2])], hidden_states=rows2),
-    ]
-    for target in (swift, python):
-        answers = [rpc(target, "Forward", request) for request in bad]
-        print(f"{target}: {[getattr(a[0], 'name', a[0]) for a in answers]}")
+    # The workers: malformed tensors are refused with INVALID_ARGUMENT (and a message) before anything is
+    # queued. Each carries its own uuid, bad-<worker>-<i>.
+    def malformed(tag: str) -> list:
+        u = [f"bad-{tag}-{i}" for i in range(9)]
+        return [
+            forward(pb2.BFloat16Tensor(data=b"abc", shape=[2, HIDDEN]), uuid=u[0]),  # too short
+            forward(pb2.BFloat16Tensor(data=b"\x04\x22\x4d\x18garbage" * 9, shape=[64, HIDDEN]), ids=range(64),
+                    uuid=u[1]),  # bad LZ4
+            forward(pb2.BFloat16Tensor(data=bytes(4 * HIDDEN), shape=[2, HIDDEN, 1]), uuid=u[2]),  # 3-d
+            forward(encode_tensor(pb2, np.zeros((2, 100), np.float32)), uuid=u[3]),  # wrong width
+            forward(encode_tensor(pb2, np.zeros((3, HIDDEN), np.float32)), uuid=u[4]),  # rows != input ids
+            forward(pb2.BFloat16Tensor(data=b"", shape=[-2, HIDDEN]), uuid=u[5]),
+            forward(pb2.BFloat16Tensor(data=b"", shape=[2**31 - 1, 2**31 - 1]), uuid=u[6]),
+            forward(None, uuid=u[7]),
+            pb2.ForwardRequest(uuid_list=[u[8], u[8] + "-b"], input_ids_list=[pb2.InputIds(input_ids=[1, 2])],
+                               hidden_states=rows2),  # two uuids, one input id list
+        ]
+
+    def python_steps() -> int:  # steps the Python worker computed (--is_debug logs each)
+        return len(re.findall(r"step: \d+ request\(s\)", mixed.python.text()))
+
+    for tag, target in (("swift", swift), ("python", python)):
+        for request in malformed(tag):
+            code, message = rpc(target, "Forward", request)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and message, f"{request.uuid_list}: {code} {message!r}"
         assert rpc(target, "Status", pb2.StatusRequest(uuid=["x"], pp_idx=9)) == (200, "Successful")
+        # Nothing computed or relayed: both workers compute in arrival order and relay a step before the next, so
+        # once a good step sent now has reached the master (through the Python worker, the last stage), a bad one
+        # computed before it would have shown: one more Python step, or its uuid in a log (a compute or relay
+        # failure, or the master's "Forward for unknown step").
+        steps = python_steps()
+        assert rpc(target, "Forward", forward(rows2, uuid=f"good-after-{tag}")) == (200, "Forward Completed")
+        mixed.master.wait_for(rf"Forward for unknown step good-after-{tag} ignored", 60, mixed.nodes)
+        assert python_steps() == steps + 1, (
+            f"the Python worker computed {python_steps() - steps} steps, not 1:\n{mixed.python.text()[-4000:]}")
+        for node in mixed.nodes:
+            assert f"bad-{tag}-" not in node.text(), f"{node.name} saw a malformed step:\n{logs(mixed.nodes)}"
+
+    # SetConfig on worker 0 with addresses that do not parse: refused, and the route stays.
+    code, message = rpc(swift, "SetConfig", pb2.SetConfigRequest(forward_url="not a target", master_url="::::",
+                                                                 pp_rank=0))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and message, (code, message)
+    assert "results go to not a target" not in mixed.swift.text()
     mixed.check_alive()
     assert chat(mixed.http, PROMPTS[0])["choices"][0]["message"]["content"] == local[PROMPTS[0]][0]
 
-    # SetConfig on worker 0 with addresses that do not parse, then with a port nobody listens on:
-    # answered; a request then fails within the 10 s step timeout instead of hanging; the right
-    # SetConfig repairs the route.
-    print("SetConfig garbage:", rpc(swift, "SetConfig", pb2.SetConfigRequest(forward_url="not a target",
-                                                                            master_url="::::", pp_rank=0)))
+    # Then with a port nobody listens on (for results and Status alike): answered; a request then fails once its
+    # step times out (10 s, RemotePipeline) instead of hanging (bounded generously: a busy debug build is slow);
+    # the right SetConfig repairs the route.
     nowhere = f"127.0.0.1:{free_port()}"
     assert rpc(swift, "SetConfig", pb2.SetConfigRequest(forward_url=nowhere, master_url=nowhere, pp_rank=0)) == (
         200, "SetConfig Completed")
+    bound = 30.0
     started = time.monotonic()
-    r = mixed.http.post("/v1/chat/completions", json={"messages": user("Hi"), "max_tokens": 2}, timeout=60)
-    print(f"request through an unreachable hop: HTTP {r.status_code} after {time.monotonic() - started:.1f} s")
+    r = mixed.http.post("/v1/chat/completions", json={"messages": user("Hi"), "max_tokens": 2}, timeout=bound + 30)
+    elapsed = time.monotonic() - started
+    print(f"request through an unreachable hop: HTTP {r.status_code} after {elapsed:.1f} s")
     assert r.status_code >= 500, r.text
+    assert elapsed < bound, f"the request through an unreachable hop took {elapsed:.1f} s (step timeout 10 s)"
     assert rpc(swift, "SetConfig", pb2.SetConfigRequest(forward_url=python, master_url=master, pp_rank=0)) == (
         200, "SetConfig Completed")
     assert chat(mixed.http, PROMPTS[0])["choices"][0]["message"]["content"] == local[PROMPTS[0]][0]

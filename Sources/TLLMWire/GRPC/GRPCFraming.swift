@@ -4,6 +4,19 @@ import NIOCore
 public enum GRPCLimits {
     /// Largest message accepted or sent, as the original's channels configure it.
     public static let maximumMessageBytes = 128 << 20
+    /// Largest message of the control methods (`Status`, `Health`, `SetConfig`): a few uuids or
+    /// addresses. 1 MiB leaves room for steps of thousands of requests.
+    public static let controlMessageBytes = 1 << 20
+
+    /// The largest encoded `ForwardRequest` of a step of at most `rows` rows of `hiddenSize`
+    /// values and `requests` requests, capped at `maximumMessageBytes`: the float16 tensor (an LZ4
+    /// frame of incompressible data grows by under 1%), every input id as a 10-byte varint (the
+    /// worst case, a negative id), each uuid up to 256 bytes, 64 KiB of framing to spare.
+    public static func forwardMessageBytes(rows: Int, requests: Int, hiddenSize: Int) -> Int {
+        let tensor = Double(max(rows, 0)) * Double(max(hiddenSize, 0)) * 2 * 1.01
+        let total = tensor + Double(max(rows, 0)) * 11 + Double(max(requests, 0)) * 264 + 65536
+        return total >= Double(maximumMessageBytes) ? maximumMessageBytes : Int(total)
+    }
 }
 
 /// Reassembles the one length-prefixed message of a unary call from DATA chunks.
@@ -12,7 +25,7 @@ public enum GRPCLimits {
 /// We support identity encoding only, as the protocol does.
 struct GRPCMessageAssembler {
     enum Failure: Error, Equatable {
-        case tooLarge(Int)
+        case tooLarge(Int, limit: Int)
         case compressedWithoutEncoding
         case truncated(expected: Int, received: Int)
         case moreThanOneMessage
@@ -62,11 +75,13 @@ struct GRPCMessageAssembler {
                 }
                 let length = Int(header[1]) << 24 | Int(header[2]) << 16 | Int(header[3]) << 8 | Int(header[4])
                 if length > maximumBytes {
-                    failure = .tooLarge(length)
+                    failure = .tooLarge(length, limit: maximumBytes)
                     return
                 }
                 declaredLength = length
-                body = ByteBufferAllocator().buffer(capacity: length)
+                // The prefix is the peer's claim: reserve at most 64 KiB on its word and grow as
+                // bytes actually arrive (a lying prefix must not cost its declared size).
+                body = ByteBufferAllocator().buffer(capacity: min(length, 64 << 10))
                 if length == 0 {
                     declaredLength = nil
                     messageCount += 1
@@ -75,6 +90,9 @@ struct GRPCMessageAssembler {
             }
         }
     }
+
+    /// Bytes reserved for the message so far (what a lying length prefix can cost).
+    var reservedBytes: Int { body?.capacity ?? 0 }
 
     /// The message once the peer ended the stream: exactly one, complete.
     func finish() -> Result<ByteBuffer, Failure> {
@@ -92,10 +110,8 @@ extension GRPCMessageAssembler.Failure {
     /// The status a receiver answers for this failure.
     var rpcError: RPCError {
         switch self {
-        case .tooLarge(let length):
-            return RPCError(
-                .resourceExhausted,
-                "message of \(length) bytes exceeds the limit of \(GRPCLimits.maximumMessageBytes) bytes")
+        case .tooLarge(let length, let limit):
+            return RPCError(.resourceExhausted, "message of \(length) bytes exceeds the limit of \(limit) bytes")
         case .compressedWithoutEncoding:
             return RPCError(.internal, "compressed flag set on a message but no grpc-encoding was negotiated")
         case .truncated(let expected, let received):

@@ -30,9 +30,40 @@ public enum GRPCListenAddress: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// What a server lets its peers use. Every gRPC port faces a network we do not control: each
+/// resource a peer can make us spend has a bound here (docs/wire.md, "Limits").
+public struct GRPCServerLimits: Sendable {
+    /// Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); nghttp2
+    /// refuses more with REFUSED_STREAM.
+    public var maxConcurrentStreams: UInt32 = 100
+    /// Largest header list (metadata) of one request, bytes; a larger one is answered
+    /// RESOURCE_EXHAUSTED.
+    public var maxHeaderListBytes = 64 << 10
+    /// Connections open at once; further ones are closed as they arrive.
+    public var maxConnections = 256
+    /// A connection with no open stream for this long is shut down (GOAWAY, then close).
+    public var idleTimeout: TimeAmount = .minutes(5)
+    /// Streams a client may reset before their answer within `resetWindow`; past that the
+    /// connection is closed with GOAWAY ENHANCE_YOUR_CALM (open-and-cancel floods).
+    public var maxEarlyResets = 200
+    /// The window of `maxEarlyResets`.
+    public var resetWindow: TimeAmount = .seconds(10)
+    /// The largest request message of a method, by path. The 5-byte length prefix is checked
+    /// against it before any buffer is allocated (RESOURCE_EXHAUSTED when larger).
+    public var maximumRequestBytes: @Sendable (_ path: String) -> Int
+
+    /// Limits with the defaults above and every message limited to `maximumMessageBytes`.
+    public init(
+        maximumRequestBytes: @escaping @Sendable (_ path: String) -> Int = { _ in GRPCLimits.maximumMessageBytes }
+    ) {
+        self.maximumRequestBytes = maximumRequestBytes
+    }
+}
+
 /// A plaintext (h2c, prior knowledge) gRPC server for unary methods, nghttp2 on SwiftNIO.
 public final class GRPCServer: Sendable {
     private let methods: [String: GRPCUnaryMethod]
+    private let limits: GRPCServerLimits
     private let group: any EventLoopGroup
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
@@ -51,10 +82,12 @@ public final class GRPCServer: Sendable {
 
     /// Creates a server for `methods` (keyed by full path, `/schemas.RPCService/Forward`).
     public init(
-        methods: [String: GRPCUnaryMethod], group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        methods: [String: GRPCUnaryMethod], limits: GRPCServerLimits = GRPCServerLimits(),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "tllm.grpc.server")
     ) {
         self.methods = methods
+        self.limits = limits
         self.group = group
         self.logger = logger
     }
@@ -74,6 +107,7 @@ public final class GRPCServer: Sendable {
 
     private func bootstrap(for address: GRPCListenAddress) -> EventLoopFuture<any Channel> {
         let methods = self.methods
+        let limits = self.limits
         let logger = self.logger
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -84,7 +118,7 @@ public final class GRPCServer: Sendable {
                 self?.track(channel)
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        GRPCServerHandler(methods: methods, settings: HTTP2Settings(), logger: logger))
+                        GRPCServerHandler(methods: methods, limits: limits, logger: logger))
                 }
             }
         switch address {
@@ -103,13 +137,17 @@ public final class GRPCServer: Sendable {
 
     private func track(_ channel: any Channel) {
         let id = ObjectIdentifier(channel)
+        let limit = limits.maxConnections
         let accepted = state.withLockedValue { state -> Bool in
-            if state.stopped { return false }
+            if state.stopped || state.connections.count >= limit { return false }
             state.connections[id] = channel
             state.accepted += 1
             return true
         }
         if !accepted {
+            logger.warning(
+                "closing a gRPC connection from \(channel.remoteAddress?.description ?? "?"): \(limit) connections are open (or the server is stopping)"
+            )
             channel.close(promise: nil)
             return
         }

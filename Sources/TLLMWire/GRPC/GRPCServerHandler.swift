@@ -28,6 +28,9 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     /// Per-stream state; a class so that appending to the message buffer never copies it.
     private final class Stream {
         var headers: [String: String] = [:]
+        /// Bytes of header names and values so far; past the limit the rest is dropped and the
+        /// request answered RESOURCE_EXHAUSTED.
+        var headerBytes = 0
         var assembler = GRPCMessageAssembler()
         var state: State = .receivingHeaders
         var deadline: NIODeadline?
@@ -44,7 +47,12 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
 
     private let methods: [String: GRPCUnaryMethod]
     private let logger: Logger
+    private let limits: GRPCServerLimits
     private let settings: HTTP2Settings
+    /// When streams were reset by the client before their answer (within `limits.resetWindow`).
+    private var earlyResets: [NIODeadline] = []
+    /// Shuts the connection down after `limits.idleTimeout` without a stream.
+    private var idleTimer: Scheduled<Void>?
     private var session: HTTP2Session!
     private var context: ChannelHandlerContext?
     private var streams: [Int32: Stream] = [:]
@@ -64,8 +72,12 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         case goawaySent
     }
 
-    init(methods: [String: GRPCUnaryMethod], settings: HTTP2Settings, logger: Logger) {
+    init(methods: [String: GRPCUnaryMethod], limits: GRPCServerLimits, logger: Logger) {
         self.methods = methods
+        self.limits = limits
+        var settings = HTTP2Settings()
+        settings.maxConcurrentStreams = limits.maxConcurrentStreams
+        settings.maxHeaderListSize = UInt32(clamping: limits.maxHeaderListBytes)
         self.settings = settings
         self.logger = logger
     }
@@ -76,6 +88,7 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         self.context = context
         self.remoteAddress = context.channel.remoteAddress
         session = HTTP2Session(role: .server, settings: settings, delegate: self)
+        armIdleTimer()
         if context.channel.isActive { flush() }
     }
 
@@ -85,11 +98,13 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
         cancelAllStreams()
         self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
         cancelAllStreams()
         context.fireChannelInactive()
     }
@@ -140,6 +155,40 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         session.submitGoaway(lastStreamID: session.lastProcessedStreamID)
     }
 
+    // MARK: Idle connections and reset floods
+
+    /// (Re)starts the idle clock; called when the last stream ends.
+    private func armIdleTimer() {
+        idleTimer?.cancel()
+        guard let eventLoop = context?.eventLoop else { return }
+        let handler = NIOLoopBound(self, eventLoop: eventLoop)
+        idleTimer = eventLoop.scheduleTask(in: limits.idleTimeout) { handler.value.idleTimeoutReached() }
+    }
+
+    private func idleTimeoutReached() {
+        guard streams.isEmpty else { return }
+        logger.debug(
+            "gRPC connection from \(remoteAddress?.description ?? "?") idle for \(limits.idleTimeout): closing")
+        beginGracefulShutdown()
+    }
+
+    /// Counts a stream the client reset before it was answered; too many in the window close the
+    /// connection (HTTP/2 rapid reset: each open-and-cancel costs the server work, the client nothing).
+    private func countEarlyReset() {
+        let now = NIODeadline.now()
+        earlyResets.removeAll { $0 + limits.resetWindow < now }
+        earlyResets.append(now)
+        guard earlyResets.count > limits.maxEarlyResets else { return }
+        logger.warning(
+            "closing gRPC connection from \(remoteAddress?.description ?? "?"): \(earlyResets.count) streams reset before their answer within \(limits.resetWindow)"
+        )
+        earlyResets.removeAll()
+        session.submitGoaway(
+            lastStreamID: session.lastProcessedStreamID, errorCode: UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue),
+            debug: "too many stream resets")
+        flush(thenClose: true)
+    }
+
     // MARK: Output
 
     /// Writes what nghttp2 has to send, then closes the connection when it is done:
@@ -180,11 +229,18 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     // MARK: Session events (stream state machine)
 
     func sessionBeginHeaders(streamID: Int32) {
-        if streams[streamID] == nil { streams[streamID] = Stream() }
+        if streams[streamID] == nil {
+            streams[streamID] = Stream()
+            idleTimer?.cancel()
+            idleTimer = nil
+        }
     }
 
     func sessionHeader(streamID: Int32, name: String, value: String) {
         guard let stream = streams[streamID], case .receivingHeaders = stream.state else { return }
+        // HPACK's accounting: name + value + 32 bytes per field.
+        stream.headerBytes += name.utf8.count + value.utf8.count + 32
+        guard stream.headerBytes <= limits.maxHeaderListBytes else { return }
         stream.headers[name] = value
     }
 
@@ -193,6 +249,15 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         guard case .receivingHeaders = stream.state else {
             // Trailers from a client: a unary request has none we care about.
             if endStream { requestEnded(streamID: streamID) }
+            return
+        }
+        if stream.headerBytes > limits.maxHeaderListBytes {
+            answer(
+                streamID: streamID,
+                error: RPCError(
+                    .resourceExhausted,
+                    "header list of \(stream.headerBytes) bytes exceeds the limit of \(limits.maxHeaderListBytes)"),
+                stopPeer: !endStream)
             return
         }
         let path = stream.headers[":path"] ?? ""
@@ -229,6 +294,7 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
                 }
             }
         }
+        stream.assembler = GRPCMessageAssembler(maximumBytes: limits.maximumRequestBytes(path))
         stream.state = .receivingMessage(method, path: path)
         if endStream { requestEnded(streamID: streamID) }
     }
@@ -252,6 +318,13 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         if case .running(let task) = stream.state {
             // The client went away or reset the stream: nobody will read the answer.
             task.cancel()
+        }
+        if streams.isEmpty, case .serving = quiescing { armIdleTimer() }
+        if errorCode != 0 {
+            switch stream.state {
+            case .answered: break
+            case .receivingHeaders, .receivingMessage, .running: countEarlyReset()
+            }
         }
     }
 

@@ -147,6 +147,10 @@ final class HTTP2Session {
 
     /// The highest stream id the peer opened that we processed.
     var lastProcessedStreamID: Int32 { nghttp2_session_get_last_proc_stream_id(session) }
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (as last received).
+    var remoteMaxConcurrentStreams: UInt32 {
+        nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+    }
 
     // MARK: Submitting
 

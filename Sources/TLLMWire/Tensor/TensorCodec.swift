@@ -57,9 +57,13 @@ public enum TensorCodec {
         return BFloat16Tensor(data: data, shape: [Int32(rows), Int32(columns)])
     }
 
-    /// Decodes a payload to float32 values.
-    public static func decode(_ tensor: BFloat16Tensor) throws(TensorCodecError) -> Decoded {
-        let (rows, columns, half) = try decodeFloat16(tensor)
+    /// Decodes a payload to float32 values. With `expectedRows` / `expectedColumns`, a payload of
+    /// another shape is refused before anything is decompressed or allocated.
+    public static func decode(
+        _ tensor: BFloat16Tensor, expectedRows: Int? = nil, expectedColumns: Int? = nil
+    ) throws(TensorCodecError) -> Decoded {
+        let (rows, columns, half) = try decodeFloat16(
+            tensor, expectedRows: expectedRows, expectedColumns: expectedColumns)
         var values = [Float](repeating: 0, count: half.count)
         values.withUnsafeMutableBufferPointer { out in
             half.withUnsafeBufferPointer { input in
@@ -71,14 +75,19 @@ public enum TensorCodec {
 
     /// Decodes a payload to its float16 bit patterns (`[rows, columns]`, row-major),
     /// refusing shape/data mismatches and non-finite values.
-    public static func decodeFloat16(_ tensor: BFloat16Tensor) throws(TensorCodecError) -> (
-        rows: Int, columns: Int, bits: [UInt16]
-    ) {
+    public static func decodeFloat16(
+        _ tensor: BFloat16Tensor, expectedRows: Int? = nil, expectedColumns: Int? = nil
+    ) throws(TensorCodecError) -> (rows: Int, columns: Int, bits: [UInt16]) {
         guard tensor.shape.count == 2 else {
             throw .badShape("tensor shape must be [rows, hidden], got \(tensor.shape)")
         }
         let rows = Int(tensor.shape[0])
         let columns = Int(tensor.shape[1])
+        if expectedRows.map({ $0 != rows }) ?? false || expectedColumns.map({ $0 != columns }) ?? false {
+            throw .shapeMismatch(
+                "hidden_states is [\(rows), \(columns)], expected [\(expectedRows.map(String.init) ?? "any"), \(expectedColumns.map(String.init) ?? "any")]"
+            )
+        }
         let count = try elementCount(rows: rows, columns: columns)
         let raw: [UInt8]
         if rows >= compressionRowThreshold {
