@@ -40,6 +40,11 @@ public struct ClientCommand: AsyncParsableCommand {
     @Option(name: .customLong("client_idx"), help: "This worker's entry in the config's \"client\" list.")
     public var clientIndex: Int = 0
 
+    @OptionGroup public var key: ClusterKeyOptions
+
+    /// The cluster key after `--cluster_key`, the environment and `--config`.
+    var clusterKey: String?
+
     @Option(help: "Compute threads (default: one per core).")
     public var threads: Int?
 
@@ -72,8 +77,9 @@ public struct ClientCommand: AsyncParsableCommand {
             masterAddress = masterAddress ?? hostname
             self.hostname = nil
         }
-        if let config {
-            let file = try ClusterConfigFile(path: config)
+        let file = try config.map(ClusterConfigFile.init(path:))
+        clusterKey = key.resolved(config: file)
+        if let file {
             guard file.client.indices.contains(clientIndex) else {
                 throw ValidationError("--client_idx \(clientIndex): the config lists \(file.client.count) client(s)")
             }
@@ -109,9 +115,11 @@ public struct ClientCommand: AsyncParsableCommand {
         OpenBLASKernel.selectForThisCPU()
         var logger = Logger(label: "tllm.client")
         logger.logLevel = isDebug ? .debug : .info
-        let master = try MasterConnection(address: masterAddress ?? "")
-        let service = WorkerService(logger: logger)
-        let server = GRPCServer(methods: service.grpcMethods, limits: service.grpcLimits, logger: logger)
+        let master = try MasterConnection(address: masterAddress ?? "", clusterKey: clusterKey)
+        let security = GRPCSecurity(clusterKey: clusterKey)
+        let service = WorkerService(security: security, logger: logger)
+        let server = GRPCServer(
+            methods: service.grpcMethods, limits: service.grpcLimits, security: security, logger: logger)
         let bound = try await server.start([try GRPCListenAddress(parsing: "[::]:\(grpcPort ?? 0)")])
         let port = bound.first?.port ?? grpcPort ?? 0
         let hosts = hostname.map { [$0] } ?? NetworkInterfaces.advertisedIPv4(limit: 3)

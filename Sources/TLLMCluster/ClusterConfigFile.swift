@@ -33,6 +33,13 @@ public struct ClusterConfigFile: Decodable, Sendable {
 
     public var server: Node
     public var client: [Node]
+    /// The cluster key (ours; see `ClusterKeyOptions`).
+    public var clusterKey: String?
+
+    enum CodingKeys: String, CodingKey {
+        case server, client
+        case clusterKey = "cluster_key"
+    }
 
     /// Reads and decodes the file; errors name the file and the field.
     public init(path: String) throws {

@@ -14,6 +14,8 @@ public actor ClusterController {
     private let hiddenSize: Int
     private let masterPort: Int
     private let advertisedHost: String?
+    /// What the master's calls to workers present (the cluster key).
+    public nonisolated let security: GRPCSecurity
     private let logger: Logger
     private var configured: [String] = []
     /// The master's address for workers, as the last route was configured with.
@@ -27,8 +29,9 @@ public actor ClusterController {
     ///     worker reached the master's HTTP port on.
     public init(
         registry: WorkerRegistry, inbox: StepInbox, hiddenSize: Int, masterPort: Int, advertisedHost: String?,
-        logger: Logger = Logger(label: "tllm.cluster")
+        security: GRPCSecurity = .none, logger: Logger = Logger(label: "tllm.cluster")
     ) {
+        self.security = security
         self.registry = registry
         self.inbox = inbox
         self.hiddenSize = hiddenSize
@@ -65,7 +68,7 @@ public actor ClusterController {
         do {
             for (rank, worker) in route.enumerated() {
                 let client = RPCServiceClient(
-                    channel: try GRPCChannel(target: worker.address), defaultTimeout: .seconds(10))
+                    channel: try GRPCChannel(target: worker.address, security: security), defaultTimeout: .seconds(10))
                 newClients.append(client)
                 let next = rank + 1 < route.count ? route[rank + 1].address : master
                 let answer = try await client.setConfig(

@@ -8,9 +8,12 @@ import Foundation
 public struct MasterConnection: Sendable {
     /// `http://host:port` of the master.
     public let baseURL: URL
+    /// Sent as `Authorization: Bearer KEY` with registration requests.
+    public let clusterKey: String?
 
     /// `address` may be `http://host:port`, `host:port` or a bare host (port 8022).
-    public init(address: String) throws {
+    public init(address: String, clusterKey: String? = nil) throws {
+        self.clusterKey = clusterKey
         var text = address
         if !text.contains("://") { text = "http://" + text }
         guard var components = URLComponents(string: text), components.host != nil else {
@@ -29,10 +32,17 @@ public struct MasterConnection: Sendable {
         var request = URLRequest(url: baseURL.appendingPathComponent(path), timeoutInterval: timeout)
         request.httpMethod = "POST"
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        if let clusterKey { request.setValue("Bearer \(clusterKey)", forHTTPHeaderField: "Authorization") }
         request.httpBody = try JSONSerialization.data(withJSONObject: body)
         let (data, response) = try await URLSession.shared.data(for: request)
         guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
             let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            if status == 401 {
+                throw PipelineError(
+                    "\(path): HTTP 401: the master at \(baseURL) requires the cluster key, and "
+                        + (clusterKey == nil ? "this worker has none" : "this worker's differs")
+                        + " (--cluster_key, $TLLM_CLUSTER_KEY or the config's \"cluster_key\")")
+            }
             throw PipelineError("\(path): HTTP \(status) \(String(decoding: data, as: UTF8.self))")
         }
         guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {

@@ -30,6 +30,7 @@ public actor WorkerService: RPCServiceProtocol {
     private var pendingSteps = 0
     private var pendingValues = 0
     /// `maxPendingSteps` / `maxPendingValues` of `init`.
+    private let security: GRPCSecurity
     private let maxPendingSteps: Int
     private let maxPendingValues: Int
     private let logger: Logger
@@ -48,9 +49,12 @@ public actor WorkerService: RPCServiceProtocol {
     ///   - maxPendingSteps: Steps acknowledged and waiting for compute at most; more are refused
     ///     with RESOURCE_EXHAUSTED (the master retries or fails the step).
     ///   - maxPendingValues: The same bound in hidden-state values (4 bytes each once decoded).
+    ///   - security: What this worker's calls to the next hop and the master present (the cluster key).
     public init(
-        maxPendingSteps: Int = 64, maxPendingValues: Int = 256 << 20, logger: Logger = Logger(label: "tllm.worker")
+        maxPendingSteps: Int = 64, maxPendingValues: Int = 256 << 20, security: GRPCSecurity = .none,
+        logger: Logger = Logger(label: "tllm.worker")
     ) {
+        self.security = security
         self.maxPendingSteps = maxPendingSteps
         self.maxPendingValues = maxPendingValues
         self.logger = logger
@@ -106,9 +110,9 @@ public actor WorkerService: RPCServiceProtocol {
         lastContact = .now
         do {
             let next = RPCServiceClient(
-                channel: try GRPCChannel(target: request.forwardURL), defaultTimeout: .seconds(10))
+                channel: try GRPCChannel(target: request.forwardURL, security: security), defaultTimeout: .seconds(10))
             let master = RPCServiceClient(
-                channel: try GRPCChannel(target: request.masterURL), defaultTimeout: .seconds(10))
+                channel: try GRPCChannel(target: request.masterURL, security: security), defaultTimeout: .seconds(10))
             if let old = route {
                 await old.next.channel.close()
                 await old.master.channel.close()

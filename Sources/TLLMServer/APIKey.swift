@@ -1,19 +1,12 @@
 import Foundation
 import HTTPTypes
+import TLLMWire
 
 /// Bearer-key checks for the HTTP API and the monitor socket.
 enum APIKey {
-    /// Whether an `Authorization` header carries `Bearer <key>`. The comparison takes the same
-    /// time whatever the header holds, so response timing does not reveal a prefix of the key.
+    /// Whether an `Authorization` header carries `Bearer <key>` (compared in constant time).
     static func matches(_ authorization: String?, key: String) -> Bool {
-        guard let authorization else { return false }
-        let expected = Array("Bearer \(key)".utf8)
-        let given = Array(authorization.utf8)
-        var difference = UInt8(given.count == expected.count ? 0 : 1)
-        for index in expected.indices {
-            difference |= expected[index] ^ (index < given.count ? given[index] : 0)
-        }
-        return difference == 0
+        BearerKey.matches(authorization, key: key)
     }
 
     /// The path part of a request target, without the query.

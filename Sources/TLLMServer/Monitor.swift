@@ -13,8 +13,11 @@ public struct ClusterMonitor: Sendable {
     let totalLayers: Int
     let isLocal: Bool
     let registry: WorkerRegistry
+    /// Whether the cluster has a key: then every registered worker presented it.
+    let clusterKeyed: Bool
 
-    public init(modelName: String, totalLayers: Int, isLocal: Bool, registry: WorkerRegistry) {
+    public init(modelName: String, totalLayers: Int, isLocal: Bool, registry: WorkerRegistry, clusterKeyed: Bool) {
+        self.clusterKeyed = clusterKeyed
         self.modelName = modelName
         self.totalLayers = totalLayers
         self.isLocal = isLocal
@@ -47,6 +50,7 @@ public struct ClusterMonitor: Sendable {
                     ("client_id", .string(worker.clientID)), ("host", .string(host)), ("port", .int(port)),
                     ("pp_rank", .int(worker.ppRank)), ("start_idx", .int(worker.layers.lowerBound)),
                     ("end_idx", .int(worker.layers.upperBound)), ("initialized", .bool(worker.initialized)),
+                    ("authenticated", .bool(clusterKeyed)),
                 ])
             }
         }
@@ -54,6 +58,7 @@ public struct ClusterMonitor: Sendable {
             ("model_name", .string(modelName)), ("total_layers", .int(totalLayers)), ("client_info", .array(ranges)),
             ("has_full_model", .bool(complete)), ("connected_clients", .int(connected)),
             ("mode", .string(isLocal ? "local" : "cluster")), ("workers", .array(workers)),
+            ("cluster_key", .bool(clusterKeyed)),
         ])
     }
 

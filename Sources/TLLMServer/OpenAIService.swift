@@ -25,6 +25,8 @@ public struct OpenAIService: Sendable {
         /// When set, every route but `/`, `/health`, `/version` (and the registration routes, which
         /// the cluster key guards) requires `Authorization: Bearer <key>`.
         public var apiKey: String?
+        /// When set, the registration routes require `Authorization: Bearer <key>`.
+        public var clusterKey: String?
         /// `/metrics` without the API key (for a Prometheus scraper).
         public var publicMetrics: Bool
         /// The original's defaults: `max_tokens` 16, raised to the model length for `Bearer anythingllm`.
@@ -33,9 +35,10 @@ public struct OpenAIService: Sendable {
         public var requestTimeout: Duration?
 
         public init(
-            maxModelLength: Int, maxBodyBytes: Int = 8 << 20, apiKey: String? = nil, publicMetrics: Bool = false,
-            compatDefaults: Bool = false, requestTimeout: Duration? = nil
+            maxModelLength: Int, maxBodyBytes: Int = 8 << 20, apiKey: String? = nil, clusterKey: String? = nil,
+            publicMetrics: Bool = false, compatDefaults: Bool = false, requestTimeout: Duration? = nil
         ) {
+            self.clusterKey = clusterKey
             self.publicMetrics = publicMetrics
             self.maxModelLength = maxModelLength
             self.maxBodyBytes = maxBodyBytes
@@ -76,7 +79,8 @@ public struct OpenAIService: Sendable {
         let router = Router(context: ServerRequestContext.self)
         router.add(
             middleware: OpenAIErrorMiddleware(
-                apiKey: options.apiKey, publicMetrics: options.publicMetrics, logger: logger))
+                apiKey: options.apiKey, clusterKey: options.clusterKey, publicMetrics: options.publicMetrics,
+                logger: logger))
         // The instance header tells workers a restarted master from the one they registered with
         // (a restart quicker than their 30 s check would otherwise go unnoticed).
         let instance: HTTPFields = [HTTPField.Name(MasterConnection.instanceHeader)!: Self.instance]
@@ -484,6 +488,8 @@ extension APIError {
 /// Router middleware runs only for matched routes; unmatched ones answer 404 without reaching it.
 struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let apiKey: String?
+    /// `--cluster_key`: what the registration routes require.
+    let clusterKey: String?
     /// `--public_metrics`: `/metrics` answers without the key (for a scraper).
     let publicMetrics: Bool
     let logger: Logger
@@ -505,7 +511,15 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         async throws -> Response
     {
         do {
-            if let apiKey, needsKey(route: context.endpointPath ?? request.uri.path),
+            let route = context.endpointPath ?? request.uri.path
+            if let clusterKey, Self.clusterRoutes.contains(route),
+                !APIKey.matches(request.headers[.authorization], key: clusterKey)
+            {
+                throw APIError(
+                    .unauthorized, "This master requires the cluster key: send 'Authorization: Bearer <cluster key>'.",
+                    type: "invalid_request_error", code: "invalid_cluster_key")
+            }
+            if let apiKey, needsKey(route: route),
                 !APIKey.matches(request.headers[.authorization], key: apiKey)
             {
                 throw APIError(

@@ -51,8 +51,9 @@ public struct ServerCommand: AsyncParsableCommand {
         let masterService = MasterService(
             inbox: inbox, hiddenSize: configuration.hiddenSize, maxRequests: options.maxBatchSize,
             maxRows: options.maxBatchTokens)
+        let security = GRPCSecurity(clusterKey: options.clusterKey)
         let grpcServer = GRPCServer(
-            methods: masterService.grpcMethods, limits: masterService.grpcLimits, logger: logger)
+            methods: masterService.grpcMethods, limits: masterService.grpcLimits, security: security, logger: logger)
         let grpcAddresses = try await grpcServer.start([
             try GRPCListenAddress(parsing: "[::]:\(options.grpcPort ?? 0)")
         ])
@@ -63,7 +64,12 @@ public struct ServerCommand: AsyncParsableCommand {
                 modelPath: Self.pathForWorkers(options.modelPath ?? path),
                 registrationWindow: .milliseconds(Int(options.registrationWindow * 1000)), logger: logger),
             inbox: inbox, hiddenSize: configuration.hiddenSize, masterPort: grpcAddresses.first?.port ?? 0,
-            advertisedHost: options.hostname, logger: logger)
+            advertisedHost: options.hostname, security: security, logger: logger)
+        if !options.isLocal && options.clusterKey == nil && !Self.isLoopback(options.hostname ?? Self.anyAddress) {
+            logger.warning(
+                "the cluster is open: anyone who reaches the HTTP port can register a worker and receive hidden states; set --cluster_key (or $TLLM_CLUSTER_KEY) on every node"
+            )
+        }
 
         let pipeline: any Pipeline
         if options.isLocal {
@@ -94,13 +100,13 @@ public struct ServerCommand: AsyncParsableCommand {
 
         let monitor = ClusterMonitor(
             modelName: bundle.name, totalLayers: configuration.layerCount, isLocal: options.isLocal,
-            registry: cluster.registry)
+            registry: cluster.registry, clusterKeyed: options.clusterKey != nil)
         let service = OpenAIService(
             bundle: bundle, scheduler: scheduler, cluster: cluster,
             remote: options.isLocal ? nil : cluster.pipeline,
             options: OpenAIService.Options(
                 maxModelLength: scheduler.maxModelLength, maxBodyBytes: options.maxBodyBytes, apiKey: options.apiKey,
-                publicMetrics: options.publicMetrics,
+                clusterKey: options.clusterKey, publicMetrics: options.publicMetrics,
                 compatDefaults: options.compatDefaults,
                 requestTimeout: options.requestTimeout > 0 ? .milliseconds(Int(options.requestTimeout * 1000)) : nil),
             metrics: MetricsEndpoint(registry: metricsRegistry, cache: pipeline.kvCache), logger: logger)
@@ -175,6 +181,12 @@ public struct ServerCommand: AsyncParsableCommand {
     }
 
     /// `::` (both IPv6 and IPv4) where the kernel has IPv6, else `0.0.0.0`.
+    /// Whether `host` names only this machine.
+    static func isLoopback(_ host: String) -> Bool {
+        let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        return bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
+    }
+
     private static var anyAddress: String {
         FileManager.default.fileExists(atPath: "/proc/net/if_inet6") ? "::" : "0.0.0.0"
     }

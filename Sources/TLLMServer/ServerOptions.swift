@@ -101,6 +101,11 @@ public struct ServerOptions: ParsableArguments, Sendable {
             discussion: "WS /ws/monitor takes it as the header or as ?api_key=KEY (browsers cannot set headers)."))
     public var apiKey: String?
 
+    @OptionGroup public var key: ClusterKeyOptions
+
+    /// The cluster key after `--cluster_key`, the environment and `--config` (set by `validate`).
+    public var clusterKey: String?
+
     @Flag(name: .customLong("public_metrics"), help: "Serve /metrics without the API key (for a Prometheus scraper).")
     public var publicMetrics = false
 
@@ -131,8 +136,9 @@ public struct ServerOptions: ParsableArguments, Sendable {
     public init() {}
 
     public mutating func validate() throws {
-        if let config {
-            let file = try ClusterConfigFile(path: config)
+        let file = try config.map(ClusterConfigFile.init(path:))
+        clusterKey = key.resolved(config: file)
+        if let file {
             hostname = hostname ?? file.server.hostname
             httpPort = httpPort ?? file.server.httpPort
             grpcPort = grpcPort ?? file.server.grpcPort

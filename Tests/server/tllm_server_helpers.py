@@ -7,6 +7,7 @@ sys.path when they run in one invocation.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -263,12 +264,14 @@ def free_port() -> int:
 class Node:
     """One process, stdout and stderr to a log file."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path):
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None):
+        """`env`: variables added to the test's environment for this process."""
         self.name = name
         self.log = log_dir / f"{name}.log"
         self.stdout = log_dir / f"{name}.stdout"
         with open(self.log, "wb") as err, open(self.stdout, "wb") as out:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT)
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT,
+                                         env={**os.environ, **env} if env else None)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") + self.stdout.read_text(errors="replace")

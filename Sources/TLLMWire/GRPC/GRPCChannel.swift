@@ -12,6 +12,7 @@ public final class GRPCChannel: Sendable {
     public let target: GRPCTarget
     private let group: any EventLoopGroup
     private let connectTimeout: TimeAmount
+    private let security: GRPCSecurity
     private let state = NIOLockedValueBox(State())
 
     private struct Connection: Sendable {
@@ -28,19 +29,21 @@ public final class GRPCChannel: Sendable {
 
     /// Creates a channel; nothing connects until the first call.
     public init(
-        target: GRPCTarget, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        connectTimeout: TimeAmount = .seconds(5)
+        target: GRPCTarget, security: GRPCSecurity = .none,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, connectTimeout: TimeAmount = .seconds(5)
     ) {
         self.target = target
+        self.security = security
         self.group = group
         self.connectTimeout = connectTimeout
     }
 
     /// Creates a channel from a target string (`host:port`, `[v6]:port`, `unix:///path`).
-    public convenience init(target: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton)
-        throws(RPCError)
-    {
-        self.init(target: try GRPCTarget(parsing: target), group: group)
+    public convenience init(
+        target: String, security: GRPCSecurity = .none,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) throws(RPCError) {
+        self.init(target: try GRPCTarget(parsing: target), security: security, group: group)
     }
 
     /// Makes a unary call with request message bytes; returns the response message bytes.
@@ -152,12 +155,15 @@ public final class GRPCChannel: Sendable {
 
     private func connect(id: Int, timeout: TimeAmount) -> EventLoopFuture<Connection> {
         let authority = target.authority
+        let metadata = security.callMetadata
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [weak self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handler = GRPCClientHandler(authority: authority, settings: HTTP2Settings()) {
+                    let handler = GRPCClientHandler(
+                        authority: authority, settings: HTTP2Settings(), metadata: metadata
+                    ) {
                         self?.connectionBecameUnusable(channel)
                     }
                     try channel.pipeline.syncOperations.addHandler(handler)

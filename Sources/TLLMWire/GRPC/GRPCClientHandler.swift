@@ -22,6 +22,8 @@ final class GRPCClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
 
     private let settings: HTTP2Settings
     private let authority: String
+    /// Added to every call's headers (the cluster key).
+    private let metadata: [HeaderField]
     private var session: HTTP2Session!
     private var context: ChannelHandlerContext?
     private var calls: [Int32: Call] = [:]
@@ -32,8 +34,9 @@ final class GRPCClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     /// True while nghttp2 is inside mem_recv / mem_send: its callbacks must not re-enter it.
     private var inSession = false
 
-    init(authority: String, settings: HTTP2Settings, onUnusable: @escaping () -> Void) {
+    init(authority: String, settings: HTTP2Settings, metadata: [HeaderField], onUnusable: @escaping () -> Void) {
         self.authority = authority
+        self.metadata = metadata
         self.settings = settings
         self.onUnusable = onUnusable
     }
@@ -92,10 +95,11 @@ final class GRPCClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
             promise.fail(CallNotStarted())
             return
         }
-        var headers: [HeaderField] = [
-            (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", authority),
-            ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "tllm-swift/0.1"),
-        ]
+        var headers: [HeaderField] =
+            [
+                (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", authority),
+                ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "tllm-swift/0.1"),
+            ] + metadata
         if let deadline {
             let remaining = deadline - .now()
             if remaining <= .zero {

@@ -64,6 +64,7 @@ public struct GRPCServerLimits: Sendable {
 public final class GRPCServer: Sendable {
     private let methods: [String: GRPCUnaryMethod]
     private let limits: GRPCServerLimits
+    private let security: GRPCSecurity
     private let group: any EventLoopGroup
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
@@ -83,11 +84,12 @@ public final class GRPCServer: Sendable {
     /// Creates a server for `methods` (keyed by full path, `/schemas.RPCService/Forward`).
     public init(
         methods: [String: GRPCUnaryMethod], limits: GRPCServerLimits = GRPCServerLimits(),
-        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        security: GRPCSecurity = .none, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "tllm.grpc.server")
     ) {
         self.methods = methods
         self.limits = limits
+        self.security = security
         self.group = group
         self.logger = logger
     }
@@ -108,6 +110,7 @@ public final class GRPCServer: Sendable {
     private func bootstrap(for address: GRPCListenAddress) -> EventLoopFuture<any Channel> {
         let methods = self.methods
         let limits = self.limits
+        let security = self.security
         let logger = self.logger
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -118,7 +121,7 @@ public final class GRPCServer: Sendable {
                 self?.track(channel)
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        GRPCServerHandler(methods: methods, limits: limits, logger: logger))
+                        GRPCServerHandler(methods: methods, limits: limits, security: security, logger: logger))
                 }
             }
         switch address {

@@ -48,6 +48,7 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     private let methods: [String: GRPCUnaryMethod]
     private let logger: Logger
     private let limits: GRPCServerLimits
+    private let security: GRPCSecurity
     private let settings: HTTP2Settings
     /// When streams were reset by the client before their answer (within `limits.resetWindow`).
     private var earlyResets: [NIODeadline] = []
@@ -72,9 +73,10 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         case goawaySent
     }
 
-    init(methods: [String: GRPCUnaryMethod], limits: GRPCServerLimits, logger: Logger) {
+    init(methods: [String: GRPCUnaryMethod], limits: GRPCServerLimits, security: GRPCSecurity, logger: Logger) {
         self.methods = methods
         self.limits = limits
+        self.security = security
         var settings = HTTP2Settings()
         settings.maxConcurrentStreams = limits.maxConcurrentStreams
         settings.maxHeaderListSize = UInt32(clamping: limits.maxHeaderListBytes)
@@ -270,6 +272,15 @@ final class GRPCServerHandler: ChannelInboundHandler, HTTP2SessionDelegate {
             || contentType.hasPrefix("application/grpc;"))
         {
             answerHTTP(streamID: streamID, status: 415)
+            return
+        }
+        if let key = security.clusterKey, !BearerKey.matches(stream.headers["authorization"], key: key) {
+            // Refused before the method runs or its message is read.
+            logger.warning("refusing \(path) from \(remoteAddress?.description ?? "?"): no valid cluster key")
+            answer(
+                streamID: streamID,
+                error: RPCError(.unauthenticated, "this node requires the cluster key ('authorization: Bearer KEY')"),
+                stopPeer: !endStream)
             return
         }
         if let encoding = stream.headers["grpc-encoding"], encoding != "identity" {
