@@ -6,10 +6,19 @@ import TLLMModelFiles
 public struct SequenceSlice: Sendable, Hashable {
     public var id: String
     public var rows: Int
-    public init(id: String, rows: Int) {
+    /// How many of the rows, from the first, are prompt tokens; the rest are generated tokens
+    /// fed back. nil when the sender did not say (a step from the original protocol): then one
+    /// row is taken as a generated token and several as prompt tokens.
+    public var promptRows: Int?
+
+    public init(id: String, rows: Int, promptRows: Int? = nil) {
         self.id = id
         self.rows = rows
+        self.promptRows = promptRows.map { min(max($0, 0), rows) }
     }
+
+    /// `promptRows`, or the guess for a sender that did not say.
+    public var resolvedPromptRows: Int { promptRows ?? (rows == 1 ? 0 : rows) }
 }
 
 extension SequenceSlice {
@@ -147,16 +156,23 @@ public final class DecoderShard {
         let up = FloatStorage(count: rows * c.intermediateSize)
         let scale = 1 / Float(c.headDimension).squareRoot()
 
+        let groups = Self.rowGroups(sequences)
+        /// A projection of every row, each group of rows on the kernel of its kind.
+        func project(_ linear: Linear, _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>) {
+            for group in groups {
+                linear.apply(
+                    input + group.rows.lowerBound * linear.inputs, rows: group.rows.count,
+                    into: output + group.rows.lowerBound * linear.outputs, pool: pool, kind: group.kind)
+            }
+        }
+
         hidden.withUnsafeMutableBufferPointer { buffer in
             let x = buffer.baseAddress!
             for (layerIndex, layer) in weights.enumerated() {
                 tllm_rms_norm(x, layer.attentionNorm.pointer, normed.pointer, rows, c.hiddenSize, c.rmsNormEpsilon)
-                layer.query.apply(
-                    normed.pointer, rows: rows, into: q.pointer, pool: pool)
-                layer.key.apply(
-                    normed.pointer, rows: rows, into: k.pointer, pool: pool)
-                layer.value.apply(
-                    normed.pointer, rows: rows, into: v.pointer, pool: pool)
+                project(layer.query, normed.pointer, q.pointer)
+                project(layer.key, normed.pointer, k.pointer)
+                project(layer.value, normed.pointer, v.pointer)
                 addBias(layer.queryBias, to: q.pointer, rows: rows, width: qWidth)
                 addBias(layer.keyBias, to: k.pointer, rows: rows, width: kvWidth)
                 addBias(layer.valueBias, to: v.pointer, rows: rows, width: kvWidth)
@@ -183,21 +199,39 @@ public final class DecoderShard {
                     }
                     row += slice.rows
                 }
-                layer.output.apply(
-                    attention.pointer, rows: rows, into: projected.pointer, pool: pool)
+                project(layer.output, attention.pointer, projected.pointer)
                 for i in 0..<(rows * c.hiddenSize) { x[i] += projected.pointer[i] }
 
                 tllm_rms_norm(x, layer.feedForwardNorm.pointer, normed.pointer, rows, c.hiddenSize, c.rmsNormEpsilon)
-                layer.gate.apply(
-                    normed.pointer, rows: rows, into: gate.pointer, pool: pool)
-                layer.up.apply(
-                    normed.pointer, rows: rows, into: up.pointer, pool: pool)
+                project(layer.gate, normed.pointer, gate.pointer)
+                project(layer.up, normed.pointer, up.pointer)
                 tllm_silu_mul(gate.pointer, up.pointer, gate.pointer, rows * c.intermediateSize)
-                layer.down.apply(
-                    gate.pointer, rows: rows, into: projected.pointer, pool: pool)
+                project(layer.down, gate.pointer, projected.pointer)
                 for i in 0..<(rows * c.hiddenSize) { x[i] += projected.pointer[i] }
             }
         }
+    }
+
+    /// Consecutive rows of one kind (prompt or generated), in step order. A row's kernel follows
+    /// its kind, never how many rows the step carries, so a request computes the same numbers
+    /// whatever it shares a step with (docs/compute.md, "Batch invariance").
+    static func rowGroups(_ entries: [KVLease.Entry]) -> [(rows: Range<Int>, kind: Linear.RowKind)] {
+        var groups: [(rows: Range<Int>, kind: Linear.RowKind)] = []
+        func add(_ rows: Range<Int>, _ kind: Linear.RowKind) {
+            guard !rows.isEmpty else { return }
+            if let last = groups.last, last.kind == kind, last.rows.upperBound == rows.lowerBound {
+                groups[groups.count - 1].rows = last.rows.lowerBound..<rows.upperBound
+            } else {
+                groups.append((rows, kind))
+            }
+        }
+        var row = 0
+        for entry in entries {
+            add(row..<(row + entry.promptRows), .prompt)
+            add((row + entry.promptRows)..<(row + entry.rows), .generated)
+            row += entry.rows
+        }
+        return groups
     }
 
     private func addBias(_ bias: FloatStorage?, to values: UnsafeMutablePointer<Float>, rows: Int, width: Int) {

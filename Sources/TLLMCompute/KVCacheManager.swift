@@ -173,7 +173,8 @@ public actor KVCacheManager {
             sequence.lastUsed = now
             entries.append(
                 KVLease.Entry(
-                    id: slice.id, start: start, rows: slice.rows, pages: sequence.pages, copy: sequence.pendingCopy))
+                    id: slice.id, start: start, rows: slice.rows, promptRows: slice.resolvedPromptRows,
+                    pages: sequence.pages, copy: sequence.pendingCopy))
             sequence.pendingCopy = nil
         }
         return KVLease(entries: entries)

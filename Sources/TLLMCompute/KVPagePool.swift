@@ -106,6 +106,8 @@ public struct KVLease: Sendable {
         /// Positions already cached: the new rows start here.
         public var start: Int
         public var rows: Int
+        /// How many of `rows`, from the first, are prompt tokens (`SequenceSlice.promptRows`).
+        public var promptRows: Int
         /// The page of each `pageTokens` positions, covering `start + rows`.
         public var pages: [Int32]
         /// Copy the first `rows` positions of `from` into `to` before computing (a shared prefix

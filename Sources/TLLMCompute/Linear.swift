@@ -92,55 +92,97 @@ struct Linear: @unchecked Sendable {
         madvise(address, end - start, MADV_DONTNEED)
     }
 
-    /// y[rows × outputs] = x[rows × inputs] · Wᵀ. With int16 on a CPU with AMX, many rows
-    /// (prefill) go to the split-bfloat16 tile products, any weight type but F32. Packed weights
-    /// quantise x and use integer dot products: with int8 (one plane) for any number of rows, as
-    /// that beats dequantise + sgemm for prefill too; with int16 (two planes, twice the integer
-    /// work) below `sgemmMinimumRows`, prefill going through sgemm on dequantised tiles as the
-    /// float path does when there is no AMX. Row-layout weights with an 8-bit kernel (K-quants,
-    /// and Q4_0 / Q4_1 / Q8_0 shapes that do not pack) take it below `sgemmMinimumRows` too,
-    /// with the same planes.
-    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
+    /// What the rows of a product are. The kernel follows the kind, never the number of rows,
+    /// so that a request's numbers do not depend on what it shares a step with.
+    public enum RowKind: Sendable, Hashable {
+        /// Prompt tokens (prefill), for any number of rows: with int16 on a CPU with AMX the
+        /// split-bfloat16 tiles; else with int16 / int8 the integer kernels of `generated`
+        /// (exact per row); with float32, or weights without an 8-bit kernel, dequantise + sgemm
+        /// (faster, but OpenBLAS's result for a row depends on the rows beside it).
+        case prompt
+        /// Generated tokens fed back (decode) and the LM head's rows: the integer dot-product
+        /// kernels that read each weight once (packed, or the row layout's 8-bit kernel) with
+        /// int16 / int8, the float row kernel with float32, for any number of rows.
+        case generated
+    }
+
+    /// y[rows × outputs] = x[rows × inputs] · Wᵀ, on the kernel of `kind` (see `RowKind`):
+    /// with int16 and int8 every row's result is the same whatever rows share the call.
+    /// Without a kind, it follows the row count: many rows (`sgemmMinimumRows`, or
+    /// `splitMinimumRows` with int16 on AMX) as prompt rows, fewer as generated ones.
+    func apply(
+        _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool,
+        kind: RowKind? = nil
+    ) {
+        guard rows > 0 else { return }
         withExtendedLifetime(owner) {
-            if activations == .int16 && rows >= Self.splitMinimumRows && tllm_split_bf16_supported(type, inputs) != 0
-                && tllm_matmul_split_bf16(
-                    pool.pointer, type, base, rowBytes, packed ? 1 : 0, outputs, inputs, x, inputs, rows, y, outputs)
-                    == 0
-            {
-                return
-            }
-            if packed && (activations == .int8 || rows < Self.sgemmMinimumRows) {
-                let status = tllm_matmul_packed_q8(
-                    pool.pointer, type, base, outputs, inputs, x, inputs, rows, activations.planes, y, outputs)
-                precondition(status == 0, "packed integer matmul on weight type \(type) failed")
-                return
-            }
-            if activations != .float32 && rows < Self.sgemmMinimumRows && tllm_q8_supported(type) != 0 {
-                let status = tllm_matmul_rows_q8(
-                    pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, activations.planes, y,
-                    outputs)
-                precondition(status == 0, "8-bit matmul on weight type \(type) failed")
-                return
-            }
-            if rows < Self.sgemmMinimumRows || type == Int32(TLLM_TYPE_F32.rawValue) && rows < 2 {
+            let split = activations == .int16 && tllm_split_bf16_supported(type, inputs) != 0
+            let kind =
+                kind ?? (rows >= (split ? Self.splitMinimumRows : Self.sgemmMinimumRows) ? .prompt : .generated)
+            switch kind {
+            case .prompt:
+                if split
+                    && tllm_matmul_split_bf16(
+                        pool.pointer, type, base, rowBytes, packed ? 1 : 0, outputs, inputs, x, inputs, rows, y,
+                        outputs) == 0
+                {
+                    return
+                }
+                // Without AMX, int16 / int8 prompt rows take the integer kernels too: they are
+                // exact per row, where sgemm is not (docs/compute.md, "Batch invariance").
+                if packed && activations != .float32 {
+                    return packedProduct(x, rows: rows, into: y, pool: pool)
+                }
+                if activations != .float32 && tllm_q8_supported(type) != 0 {
+                    return rowsProduct(x, rows: rows, into: y, pool: pool)
+                }
+                tiledProduct(x, rows: rows, into: y, pool: pool)
+            case .generated:
+                if packed && activations != .float32 {
+                    return packedProduct(x, rows: rows, into: y, pool: pool)
+                }
+                if activations != .float32 && tllm_q8_supported(type) != 0 {
+                    return rowsProduct(x, rows: rows, into: y, pool: pool)
+                }
                 let status = tllm_matmul_rows(
                     pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, y, outputs)
                 precondition(status == 0, "matmul on an unsupported weight type \(type)")
-                return
             }
-            // Many rows: each pool thread dequantises its own tiles of weight rows and runs a
-            // single-threaded sgemm on them (OpenBLAS's own threads would spin against ours).
-            var job = TiledProduct(
-                type: type, weights: base, rowBytes: rowBytes, packed: packed, outputs: outputs, inputs: inputs, x: x,
-                rows: rows, y: y)
-            withUnsafeMutablePointer(to: &job) { pointer in
-                tllm_pool_run(
-                    pool.pointer,
-                    { context, index, count in
-                        context!.assumingMemoryBound(to: TiledProduct.self).pointee.run(
-                            thread: Int(index), of: Int(count))
-                    }, pointer)
-            }
+        }
+    }
+
+    private func rowsProduct(
+        _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool
+    ) {
+        let status = tllm_matmul_rows_q8(
+            pool.pointer, type, base, rowBytes, outputs, inputs, x, inputs, rows, activations.planes, y, outputs)
+        precondition(status == 0, "8-bit matmul on weight type \(type) failed")
+    }
+
+    private func packedProduct(
+        _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool
+    ) {
+        let status = tllm_matmul_packed_q8(
+            pool.pointer, type, base, outputs, inputs, x, inputs, rows, activations.planes, y, outputs)
+        precondition(status == 0, "packed integer matmul on weight type \(type) failed")
+    }
+
+    /// Each pool thread dequantises its own tiles of weight rows and runs a single-threaded
+    /// sgemm on them (OpenBLAS's own threads would spin against ours).
+    /// OpenBLAS's result for a row depends on where the row sits among the others (its place in
+    /// the micro-kernel's columns), so this path is not batch-invariant (see `RowKind`).
+    private func tiledProduct(
+        _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, pool: ComputePool
+    ) {
+        var job = TiledProduct(
+            type: type, weights: base, rowBytes: rowBytes, packed: packed, outputs: outputs, inputs: inputs, x: x,
+            rows: rows, y: y)
+        withUnsafeMutablePointer(to: &job) { pointer in
+            tllm_pool_run(
+                pool.pointer,
+                { context, index, count in
+                    context!.assumingMemoryBound(to: TiledProduct.self).pointee.run(thread: Int(index), of: Int(count))
+                }, pointer)
         }
     }
 

@@ -56,8 +56,8 @@ public final class ModelHead {
         var logits = [Float](repeating: 0, count: rows * output.outputs)
         normed.withUnsafeBufferPointer { input in
             logits.withUnsafeMutableBufferPointer { out in
-                output.apply(
-                    input.baseAddress!, rows: rows, into: out.baseAddress!, pool: pool)
+                // One row per request, however many requests the step has: always the same kernel.
+                output.apply(input.baseAddress!, rows: rows, into: out.baseAddress!, pool: pool, kind: .generated)
             }
         }
         return logits

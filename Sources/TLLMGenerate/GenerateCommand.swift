@@ -82,7 +82,8 @@ struct GenerateCommand: AsyncParsableCommand {
 
         let start = clock.now
         var hidden = try await head.embed(promptTokens)
-        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "g", rows: promptTokens.count)])
+        hidden = try await shard.forward(
+            hidden, sequences: [SequenceSlice(id: "g", rows: promptTokens.count, promptRows: promptTokens.count)])
         let width = bundle.weights.configuration.hiddenSize
         var logits = await head.logits(Array(hidden.suffix(width)), rows: 1)
         let prefillTime = clock.now - start
@@ -97,7 +98,7 @@ struct GenerateCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data(decoder.append(token).utf8))
             if generated == maxTokens { break }
             hidden = try await head.embed([token])
-            hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "g", rows: 1)])
+            hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "g", rows: 1, promptRows: 0)])
             logits = await head.logits(hidden, rows: 1)
         }
         FileHandle.standardOutput.write(Data((decoder.flush() + "\n").utf8))
