@@ -67,6 +67,8 @@ public actor Scheduler {
         var firstToken: ContinuousClock.Instant?
         var lastToken: ContinuousClock.Instant?
         var aborted = false
+        /// Aborted by `abort(_:)` (its client left), as opposed to by the shutdown.
+        var abortedByClient = false
         /// The lane whose steps this request joins.
         var lane = 0
         /// The step computing it, if any: it must not join another or leave the batch meanwhile.
@@ -158,7 +160,10 @@ public actor Scheduler {
 
     /// Marks a request aborted: it leaves the batch before its next step and frees its KV cache.
     public func abort(_ id: String) {
-        for request in waiting + running where request.request.id == id { request.aborted = true }
+        for request in waiting + running where request.request.id == id {
+            request.aborted = true
+            request.abortedByClient = true
+        }
         wake()
     }
 
@@ -268,7 +273,17 @@ public actor Scheduler {
         waiting.removeAll(where: isDone)
         running.removeAll(where: isDone)
         if !droppedRunning.isEmpty { await pipeline.release(droppedRunning) }
-        for request in dropped { finish(request, reason: request.aborted ? .abort : .timeout) }
+        for request in dropped {
+            if request.aborted && stopped && !request.abortedByClient {
+                // Ended by the server's shutdown, not by its client: an error (503, or an error
+                // event in a stream), never a short answer that looks complete.
+                request.continuation.finish(throwing: SchedulerError.shuttingDown)
+                metrics.finished(outcome: "shutdown")
+                logger.info("request \(request.request.id) ended by the shutdown after \(request.generated) tokens")
+            } else {
+                finish(request, reason: request.aborted ? .abort : .timeout)
+            }
+        }
     }
 
     /// Moves waiting requests into the batch, in order, while the batch has room and (with a
@@ -335,9 +350,22 @@ public actor Scheduler {
             guard !batch.isEmpty else { return }  // all preempted: their lane starts again later
             var budget = configuration.maxBatchTokens
             for request in batch.filter(\.isDecoding) + batch.filter({ !$0.isDecoding }) where budget > 0 {
-                let count = min(budget, request.context.count - request.prefilled)
+                let remaining = request.context.count - request.prefilled
+                var count = min(budget, remaining)
+                // (With a budget of 3 rows or more the first prompt of a step always gets a piece.)
+                if count < remaining && remaining > 1 && configuration.maxBatchTokens >= 3 {
+                    // A worker of the original protocol takes a one-row piece for a generated
+                    // token (its kernel differs from a prompt's, docs/compute.md "Batch
+                    // invariance"): never cut a prompt into a one-row piece or leave one behind.
+                    if remaining - count == 1 { count -= 1 }
+                    if count < 2 { continue }
+                }
                 tokens.append(contentsOf: request.context[request.prefilled..<(request.prefilled + count)])
-                slices.append(SequenceSlice(id: request.request.id, rows: count))
+                let prompt = request.request.promptTokens.count
+                slices.append(
+                    SequenceSlice(
+                        id: request.request.id, rows: count,
+                        promptRows: max(0, min(count, prompt - request.prefilled))))
                 fed.append((request, count))
                 if request.prefilled + count == request.context.count { sampled.append((request, slices.count - 1)) }
                 budget -= count

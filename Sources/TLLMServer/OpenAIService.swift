@@ -179,9 +179,9 @@ public struct OpenAIService: Sendable {
         var object: String
         var chunkObject: String
         /// A choice of a full response.
-        var choice: @Sendable (_ text: String, _ finishReason: JSONValue) -> JSONValue
-        /// A choice of a stream chunk; `first` is the opening chunk.
-        var chunkChoice: @Sendable (_ text: String, _ first: Bool, _ finishReason: String?) -> JSONValue
+        var choice: @Sendable (_ text: String, _ finish: FinishReason) -> JSONValue
+        /// A choice of a stream chunk; `first` is the opening chunk, `finish` the closing one's reason.
+        var chunkChoice: @Sendable (_ text: String, _ first: Bool, _ finish: FinishReason?) -> JSONValue
     }
 
     private static let chat = Endpoint(
@@ -189,7 +189,7 @@ public struct OpenAIService: Sendable {
         choice: { text, finish in
             .object([
                 ("index", 0), ("message", .object([("role", "assistant"), ("content", .string(text))])),
-                ("logprobs", .null), ("finish_reason", finish),
+                ("logprobs", .null), ("finish_reason", .string(finish.openAIName)), ("stop_reason", finish.stopReason),
             ])
         },
         chunkChoice: { text, first, finish in
@@ -197,18 +197,30 @@ public struct OpenAIService: Sendable {
                 first
                 ? [("role", "assistant"), ("content", .string(text))]
                 : finish == nil ? [("content", .string(text))] : []
-            return .object([
-                ("index", 0), ("delta", .object(delta)), ("logprobs", .null), ("finish_reason", .optional(finish)),
-            ])
+            var members: [(String, JSONValue)] = [
+                ("index", 0), ("delta", .object(delta)), ("logprobs", .null),
+                ("finish_reason", .optional(finish?.openAIName)),
+            ]
+            if let finish { members.append(("stop_reason", finish.stopReason)) }
+            return .object(members)
         })
 
     private static let text = Endpoint(
         idPrefix: "cmpl-", object: "text_completion", chunkObject: "text_completion",
         choice: { text, finish in
-            .object([("index", 0), ("text", .string(text)), ("logprobs", .null), ("finish_reason", finish)])
+            .object([
+                ("index", 0), ("text", .string(text)), ("logprobs", .null),
+                ("finish_reason", .string(finish.openAIName)),
+                ("stop_reason", finish.stopReason),
+            ])
         },
         chunkChoice: { text, _, finish in
-            .object([("index", 0), ("text", .string(text)), ("logprobs", .null), ("finish_reason", .optional(finish))])
+            var members: [(String, JSONValue)] = [
+                ("index", 0), ("text", .string(text)), ("logprobs", .null),
+                ("finish_reason", .optional(finish?.openAIName)),
+            ]
+            if let finish { members.append(("stop_reason", finish.stopReason)) }
+            return .object(members)
         })
 
     private func chatCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
@@ -333,7 +345,7 @@ public struct OpenAIService: Sendable {
                 case .finished(let info):
                     return Self.json(
                         header.object(
-                            endpoint.object, choices: [endpoint.choice(text, .string(info.reason.openAIName))],
+                            endpoint.object, choices: [endpoint.choice(text, info.reason)],
                             usage: info.usage))
                 }
             }
@@ -364,7 +376,7 @@ public struct OpenAIService: Sendable {
                     case .text(let delta):
                         try await send(chunk([endpoint.chunkChoice(delta, false, nil)]))
                     case .finished(let info):
-                        try await send(chunk([endpoint.chunkChoice("", false, info.reason.openAIName)]))
+                        try await send(chunk([endpoint.chunkChoice("", false, info.reason)]))
                         if includeUsage { try await send(chunk([], usage: info.usage)) }
                     }
                 }
@@ -458,6 +470,12 @@ extension FinishReason {
         case .length, .timeout: "length"
         case .abort: "abort"
         }
+    }
+
+    /// `stop_reason` (vLLM's field beside `finish_reason`): says that `--request_timeout` ended a
+    /// completion that `finish_reason` calls "length"; null otherwise.
+    var stopReason: JSONValue {
+        self == .timeout ? .string("request_timeout") : .null
     }
 }
 

@@ -26,6 +26,7 @@ from tllm_server_helpers import (
     check_error_shape,
     dumps,
     user,
+    wait_until,
 )
 
 CHAT = "/v1/chat/completions"
@@ -199,6 +200,8 @@ def test_request_timeout(start_server):
         assert r.status_code == 200, r.text
         b = r.json()
         assert b["choices"][0]["finish_reason"] == "length", b
+        # ...and says it was the time limit, not max_tokens (vLLM's stop_reason field).
+        assert b["choices"][0]["stop_reason"] == "request_timeout", b
         assert b["usage"]["completion_tokens"] < max_tokens, b["usage"]
 
         # Streaming: a finish chunk ("length"), the usage chunk (fewer tokens than asked), then [DONE], within
@@ -215,6 +218,8 @@ def test_request_timeout(start_server):
         finals = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
         finals = [f for f in finals if f is not None]
         assert finals == ["length"], chunks[-3:]
+        closing = [c["choices"][0] for c in chunks if c.get("choices") and c["choices"][0]["finish_reason"]]
+        assert closing[0]["stop_reason"] == "request_timeout", closing
         usage = [c["usage"] for c in chunks if not c.get("choices") and c.get("usage")]
         assert len(usage) == 1 and usage[0]["completion_tokens"] < max_tokens, chunks[-3:]
 
@@ -222,6 +227,9 @@ def test_request_timeout(start_server):
         # A tiny request fits in the 1 s budget: a raw 1-token completion.
         ok = http.post("/v1/completions", json={"model": model, "prompt": "Hi", "max_tokens": 1, "temperature": 0})
         assert ok.status_code == 200, ok.text
+        # A completion ended by max_tokens says "length" with no stop_reason.
+        assert ok.json()["choices"][0]["finish_reason"] == "length", ok.text
+        assert ok.json()["choices"][0]["stop_reason"] is None, ok.text
 
 
 # --------------------------------------------------------------------------
@@ -248,6 +256,56 @@ def test_sigterm_during_stream_exits_zero(start_server):
     sock.close()
     assert rc == 0, f"exit code {rc} after SIGTERM with a stream in flight (None: not within {STOP_TIMEOUT}s)"
     assert elapsed < STOP_TIMEOUT
+
+
+def _raw_post(port: int, body: dict) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT)
+    payload = dumps(body)
+    sock.sendall(
+        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        f"Connection: close\r\n\r\n".encode() + payload
+    )
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    buf = b""
+    while got := sock.recv(65536):
+        buf += got
+    sock.close()
+    return buf
+
+
+def test_sigterm_tells_requests_in_flight_that_they_were_cut(start_server):
+    """SIGTERM with a plain request and a stream generating: the plain one gets a 503 in OpenAI's
+    shape (not a 200 with a cut answer), the stream an error event and then [DONE]; exit 0."""
+    s = start_server("sigterm-inflight")
+    model = _served_model(s)
+    body = {"model": model, "messages": user(LONG_PROMPT), "max_tokens": 3000, "ignore_eos": True}
+    streaming = _raw_post(s.port, {**body, "stream": True})
+    buf = b""
+    while b"data:" not in buf:
+        got = streaming.recv(65536)
+        assert got, f"closed before the first chunk: {buf!r}"
+        buf += got
+    plain = _raw_post(s.port, body)
+    # The plain request is generating once the server logs a step beyond the stream's (no sleep):
+    # wait until the shared metrics say two requests run.
+    with s.http() as http:
+        wait_until(lambda: "tllm_requests_running 2" in http.get("/metrics").text.replace(".0", ""), 60)
+    assert s.terminate() == 0
+    answer = _read_all(plain).decode(errors="replace")
+    head, _, payload = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 503"), answer[:500]
+    assert "retry-after" in head.lower(), head
+    error = json.loads(payload[payload.index("{"):payload.rindex("}") + 1])["error"]
+    assert error["code"] == "shutting_down" and error["message"], error
+    events = [line[5:].strip() for line in (buf + _read_all(streaming)).decode(errors="replace").splitlines()
+              if line.startswith("data:")]
+    assert events[-1] == "[DONE]", events[-3:]
+    last = json.loads(events[-2])
+    assert last.get("error", {}).get("code") == "shutting_down", events[-3:]
+    assert not any('"finish_reason":"abort"' in e.replace(" ", "") for e in events), events[-3:]
 
 
 # --------------------------------------------------------------------------
