@@ -46,6 +46,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // System libraries (Debian -dev packages), found through pkg-config.
@@ -94,7 +95,10 @@ let package = Package(
         // Where models live: local paths, the Hugging Face cache layout, downloads from the hub.
         .target(
             name: "TLLMHub",
-            dependencies: [logging],
+            dependencies: [
+                logging, nioCore, .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: swiftSettings),
 
         // Byte-level BPE and SentencePiece-style BPE tokenizers, incremental detokenisation.
@@ -137,6 +141,8 @@ let package = Package(
                 "TLLMChatTemplate", "TLLMTokenizer", "TLLMWire", argumentParser, logging, nioCore,
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],

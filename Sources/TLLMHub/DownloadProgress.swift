@@ -52,7 +52,7 @@ public final class TerminalProgressRenderer: @unchecked Sendable {
     private let write: @Sendable (String) -> Void
     private let isTerminal: Bool
     private let lineInterval: TimeInterval
-    // Guarded by `lock`: reports may come from URLSession's delegate queue.
+    // Guarded by `lock`: reports come from the transfer's task.
     private let lock = NSLock()
     private var lastOutput: [String: Date] = [:]
 

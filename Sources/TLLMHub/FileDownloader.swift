@@ -1,10 +1,6 @@
 import Foundation
 import Logging
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
 /// Brings one file of one commit into the cache: `HEAD` for its etag, then a resumable `GET`
 /// into `blobs/{etag}.incomplete`, a size check, a rename to `blobs/{etag}`, and the snapshot
 /// symlink — the steps of `huggingface_hub.hf_hub_download`.
@@ -126,7 +122,7 @@ struct FileDownloader: Sendable {
 }
 
 /// Appends a response body to the `.incomplete` file and reports progress; used from
-/// URLSession's delegate queue, so its state is behind a lock.
+/// the transfer's task, so its state is behind a lock.
 private final class DownloadSink: @unchecked Sendable {
     private let handle: FileHandle
     private let repository: String
@@ -162,7 +158,7 @@ private final class DownloadSink: @unchecked Sendable {
     var received: Int64 { lock.withLock { written } }
 
     /// Decides where the body goes, given how the server answered the range request.
-    func writer(for head: HTTPURLResponse, requestedOffset: Int64) -> HTTPExchange.BodyWriter? {
+    func writer(for head: HTTPExchange.Head, requestedOffset: Int64) -> HTTPExchange.BodyWriter? {
         do {
             if head.statusCode == 200 && requestedOffset > 0 {
                 // The server ignored Range and sends the whole file.
@@ -171,7 +167,11 @@ private final class DownloadSink: @unchecked Sendable {
                     written = 0
                 }
             } else if head.statusCode == 206, let start = Self.rangeStart(head), start != requestedOffset {
-                guard start < requestedOffset else { throw URLError(.cannotParseResponse) }
+                guard start < requestedOffset else {
+                    throw HubError(
+                        .badResponse, "the server answered bytes from \(start), after the \(requestedOffset) asked for",
+                        repository: repository, file: name)
+                }
                 try lock.withLock {
                     try handle.truncate(atOffset: UInt64(start))
                     written = start
@@ -221,7 +221,7 @@ private final class DownloadSink: @unchecked Sendable {
     }
 
     /// The first byte of `Content-Range: bytes START-END/TOTAL`.
-    private static func rangeStart(_ head: HTTPURLResponse) -> Int64? {
+    private static func rangeStart(_ head: HTTPExchange.Head) -> Int64? {
         guard let value = head.value(forHTTPHeaderField: "Content-Range"), value.hasPrefix("bytes ") else {
             return nil
         }

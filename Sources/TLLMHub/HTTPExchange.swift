@@ -1,128 +1,130 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOHTTP1
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
-/// One HTTP request and its response, with the body streamed to a caller-chosen sink.
+/// One HTTP request and its response, with the body streamed to a caller-chosen sink, on
+/// AsyncHTTPClient (SwiftNIO).
 ///
 /// Redirects are never followed here: the hub puts the metadata we need (`X-Linked-Etag`,
 /// `X-Repo-Commit`) on the redirect itself, and the caller decides which hops to take and which
-/// headers (`Range`, `Authorization`) survive them. URLSession's async conveniences cannot stream
-/// on Linux, hence the delegate.
-final class HTTPExchange: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+/// headers (`Range`, `Authorization`) survive them. (Foundation's URLSession on Linux crashed the
+/// process — "Received callback for HTTP redirection, but we're not waiting for it" — when a
+/// delegate declined a redirect, which every hub download does.)
+enum HTTPExchange {
     /// Receives the body of a response the caller chose to stream; throwing cancels the transfer.
     typealias BodyWriter = @Sendable (Data) throws -> Void
 
+    /// What to send.
+    struct Request: Sendable {
+        var url: URL?
+        var httpMethod = "GET"
+        private(set) var headers = HTTPHeaders()
+
+        init(url: URL) { self.url = url }
+
+        /// Sets (or with nil removes) a header, as `URLRequest` does.
+        mutating func setValue(_ value: String?, forHTTPHeaderField name: String) {
+            headers.remove(name: name)
+            if let value { headers.add(name: name, value: value) }
+        }
+    }
+
+    /// A response's status and headers.
+    struct Head: Sendable {
+        var statusCode: Int
+        var headers: HTTPHeaders
+        func value(forHTTPHeaderField name: String) -> String? { headers.first(name: name) }
+    }
+
     /// What came back.
     struct Response: Sendable {
-        var head: HTTPURLResponse
-        /// The body if it was not streamed (capped, only error messages and JSON land here).
+        var head: Head
+        /// The body if it was not streamed (capped: only error messages and JSON land here).
         var body: Data
         var status: Int { head.statusCode }
         func header(_ name: String) -> String? { head.value(forHTTPHeaderField: name) }
     }
 
+    /// A transfer that stayed silent longer than its timeout.
+    struct Timeout: Error, CustomStringConvertible {
+        var seconds: TimeInterval
+        var description: String { "no data for \(seconds) s" }
+    }
+
     private static let collectedBodyLimit = 16 << 20
 
-    // Guarded by `lock`; delegate callbacks arrive on URLSession's serial delegate queue while
-    // the continuation is set from the caller's task.
-    private let lock = NSLock()
-    private var continuation: CheckedContinuation<Response, any Error>?
-    private var head: HTTPURLResponse?
-    private var collected = Data()
-    private var writer: BodyWriter?
-    private var writerError: (any Error)?
-    private let chooseWriter: @Sendable (HTTPURLResponse) -> BodyWriter?
-
-    private init(chooseWriter: @escaping @Sendable (HTTPURLResponse) -> BodyWriter?) {
-        self.chooseWriter = chooseWriter
-    }
+    /// One client for the process: connections are pooled per host. Redirects are the caller's.
+    private static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
 
     /// Sends `request` and waits for the whole response.
     ///
     /// - Parameters:
-    ///   - timeout: the longest silence tolerated while waiting for data, in seconds.
+    ///   - timeout: the longest silence tolerated (connecting, or waiting for more data), in seconds.
     ///   - chooseWriter: called with the response head; return a writer to stream the body,
     ///     or `nil` to collect it in memory.
     static func perform(
-        _ request: URLRequest, timeout: TimeInterval,
-        chooseWriter: @escaping @Sendable (HTTPURLResponse) -> BodyWriter? = { _ in nil }
+        _ request: Request, timeout: TimeInterval,
+        chooseWriter: @escaping @Sendable (Head) -> BodyWriter? = { _ in nil }
     ) async throws -> Response {
-        let exchange = HTTPExchange(chooseWriter: chooseWriter)
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = timeout
-        configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
-        configuration.urlCache = nil
-        configuration.httpCookieStorage = nil
-        let session = URLSession(configuration: configuration, delegate: exchange, delegateQueue: nil)
-        defer { session.finishTasksAndInvalidate() }
-        let task = session.dataTask(with: request)
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                exchange.lock.withLock { exchange.continuation = continuation }
-                task.resume()
+        guard let url = request.url else { throw HTTPClientError.invalidURL }
+        var prepared = HTTPClientRequest(url: url.absoluteString)
+        prepared.method = HTTPMethod(rawValue: request.httpMethod)
+        prepared.headers = request.headers
+        let outgoing = prepared
+        let silence = TimeAmount.nanoseconds(Int64(max(timeout, 0.001) * 1e9))
+        return try await withSilenceLimit(silence, seconds: timeout) { touch in
+            let response = try await client.execute(outgoing, deadline: .distantFuture)
+            touch()
+            let head = Head(statusCode: Int(response.status.code), headers: response.headers)
+            let writer = chooseWriter(head)
+            var collected = Data()
+            for try await chunk in response.body {
+                touch()
+                let data = Data(chunk.readableBytesView)
+                if let writer {
+                    try writer(data)
+                } else if collected.count < collectedBodyLimit {
+                    collected.append(data)
+                }
             }
-        } onCancel: {
-            task.cancel()
+            return Response(head: head, body: collected)
         }
     }
 
-    func urlSession(
-        _ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
-        newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void
-    ) {
-        completionHandler(nil)
-    }
-
-    func urlSession(
-        _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-        completionHandler: @escaping @Sendable (URLSession.ResponseDisposition) -> Void
-    ) {
-        if let http = response as? HTTPURLResponse {
-            let writer = chooseWriter(http)
-            lock.withLock {
-                head = http
-                self.writer = writer
+    /// Runs `body`, cancelling it when `touch` has not been called for `limit`: a stalled hub
+    /// fails the download instead of hanging it, however long a healthy one takes.
+    private static func withSilenceLimit<T: Sendable>(
+        _ limit: TimeAmount, seconds: TimeInterval,
+        _ body: @escaping @Sendable (_ touch: @escaping @Sendable () -> Void) async throws -> T
+    ) async throws -> T {
+        let lastActivity = LastActivity(NIODeadline.now())
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body { lastActivity.set(.now()) } }
+            group.addTask {
+                while true {
+                    let idle = NIODeadline.now() - lastActivity.get()
+                    if idle >= limit { throw Timeout(seconds: seconds) }
+                    try await Task.sleep(nanoseconds: UInt64((limit - idle).nanoseconds))
+                }
             }
+            defer { group.cancelAll() }
+            guard let result = try await group.next(), let value = result else { throw CancellationError() }
+            return value
         }
-        completionHandler(.allow)
     }
+}
 
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-        let (writer, failed) = lock.withLock { (self.writer, writerError != nil) }
-        guard !failed else { return }
-        if let writer {
-            do {
-                try writer(data)
-            } catch {
-                lock.withLock { writerError = error }
-                dataTask.cancel()
-            }
-        } else {
-            lock.withLock {
-                if collected.count < Self.collectedBodyLimit { collected.append(data) }
-            }
-        }
-    }
-
-    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
-        let (continuation, head, body, writerError) = lock.withLock {
-            let result = (
-                self.continuation, self.head ?? task.response as? HTTPURLResponse, collected, self.writerError
-            )
-            self.continuation = nil
-            return result
-        }
-        guard let continuation else { return }
-        if let writerError {
-            continuation.resume(throwing: writerError)
-        } else if let error {
-            continuation.resume(throwing: error)
-        } else if let head {
-            continuation.resume(returning: Response(head: head, body: body))
-        } else {
-            continuation.resume(throwing: URLError(.badServerResponse))
-        }
-    }
+/// When a transfer last made progress: the transfer writes it, the watchdog reads it.
+private final class LastActivity: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: NIODeadline
+    init(_ value: NIODeadline) { self.value = value }
+    func get() -> NIODeadline { lock.withLock { value } }
+    func set(_ newValue: NIODeadline) { lock.withLock { value = newValue } }
 }

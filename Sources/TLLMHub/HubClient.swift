@@ -1,8 +1,5 @@
+import AsyncHTTPClient
 import Foundation
-
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
 
 /// What the model-info API says about one revision of a repository.
 struct RepositoryInfo: Sendable, Hashable {
@@ -112,7 +109,7 @@ struct HubClient: Sendable {
     /// was honoured.
     func fetch(
         _ repository: String, revision: String, file: String, from offset: Int64,
-        writer: @escaping @Sendable (HTTPURLResponse) -> HTTPExchange.BodyWriter?
+        writer: @escaping @Sendable (HTTPExchange.Head) -> HTTPExchange.BodyWriter?
     ) async throws -> HTTPExchange.Response {
         let url = resolveURL(repository, revision: revision, file: file)
         var request = request(url, method: "GET")
@@ -130,8 +127,8 @@ struct HubClient: Sendable {
 
     enum RedirectPolicy { case all, sameHost }
 
-    private func request(_ url: URL, method: String) -> URLRequest {
-        var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: timeout)
+    private func request(_ url: URL, method: String) -> HTTPExchange.Request {
+        var request = HTTPExchange.Request(url: url)
         request.httpMethod = method
         request.setValue(Self.userAgent, forHTTPHeaderField: "User-Agent")
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
@@ -139,8 +136,9 @@ struct HubClient: Sendable {
     }
 
     private func send(
-        _ original: URLRequest, followRedirects policy: RedirectPolicy, repository: String, file: String? = nil,
-        writer: @escaping @Sendable (HTTPURLResponse) -> HTTPExchange.BodyWriter? = { _ in nil }
+        _ original: HTTPExchange.Request, followRedirects policy: RedirectPolicy, repository: String,
+        file: String? = nil,
+        writer: @escaping @Sendable (HTTPExchange.Head) -> HTTPExchange.BodyWriter? = { _ in nil }
     ) async throws -> HTTPExchange.Response {
         var request = original
         for _ in 0..<10 {
@@ -229,7 +227,7 @@ struct HubClient: Sendable {
     }
 
     static func describe(_ error: any Error) -> String {
-        if let error = error as? URLError { return "\(error.localizedDescription) (URLError \(error.code.rawValue))" }
+        if let error = error as? HTTPClientError { return "\(error)" }
         return "\(error)"
     }
 

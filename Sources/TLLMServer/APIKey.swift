@@ -19,9 +19,12 @@ enum APIKey {
     static func allowsMonitor(_ request: HTTPRequest, key: String?) -> Bool {
         guard let key else { return true }
         if matches(request.headerFields[.authorization], key: key) { return true }
-        guard let target = request.path, let query = URLComponents(string: target)?.queryItems,
-            let given = query.first(where: { $0.name == "api_key" })?.value
-        else { return false }
+        guard let target = request.path, let given = queryKey(target) else { return false }
         return matches("Bearer \(given)", key: key)
+    }
+
+    /// The `api_key` query parameter of a request target, if any.
+    static func queryKey(_ target: String) -> String? {
+        URLComponents(string: target)?.queryItems?.first(where: { $0.name == "api_key" })?.value
     }
 }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 import TLLMChatTemplate
 import TLLMCluster
 import TLLMEngine
@@ -548,6 +549,9 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as APIError {
             logger.warning("\(request.method) \(request.uri.path): \(error)")
             throw error
+        } catch let error as HTTPParserError {
+            // A body that stopped parsing (a chunk size of 10^16): the request, not the server.
+            throw APIError(.badRequest, "The request is not valid HTTP/1.1: \(error).", code: "invalid_http")
         } catch let error as HTTPError {
             let message =
                 error.status == .notFound

@@ -115,7 +115,8 @@ public struct ServerCommand: AsyncParsableCommand {
         let apiKey = options.apiKey
         let app = Application(
             router: service.makeRouter(),
-            server: .http1WebSocketUpgrade(
+            server: .guardedHTTP1WebSocketUpgrade(
+                apiKey: apiKey,
                 configuration: .init(
                     http1: .init(
                         additionalChannelHandlers: [ClientDisconnectHandler()],

@@ -382,13 +382,14 @@ def test_stop_aborts_the_stream(server, http, model_id, page):
 
 
 def test_api_key_field(start_server, model_id, page):
-    """With --api_key the page needs the key (kept in localStorage, sent as a Bearer token);
-    the page itself and the monitor need none."""
+    """With --api_key the page needs the key (kept in localStorage, sent as a Bearer token, and to
+    the monitor socket as ?api_key=); the page itself needs none."""
     key = "sk-web-page-test"
     s = start_server("web-api-key", api_key=key)
     page.open(s.base_url)
-    page.wait(lambda: page.text("cluster-status") == "complete", "#cluster-status = complete without a key")
     page.wait(lambda: "401" in page.text("status"), "#status showing the 401 of GET /v1/models")
+    # Without the key the monitor refuses the page: the cluster panel stays disconnected.
+    assert page.by_id("cluster-connection").get_attribute("data-state") == "disconnected"
     page.set_field("max_tokens", 4)
     page.type_prompt("Hi")
     page.by_id("send").click()
@@ -398,6 +399,7 @@ def test_api_key_field(start_server, model_id, page):
     page.set_field("api_key", key)
     page.by_id("prompt").click()  # leaves #api_key: its change event stores the key
     page.wait(lambda: page.text("model") == model_id, "#model after entering the key")
+    page.wait(lambda: page.text("cluster-status") == "complete", "#cluster-status = complete with the key")
     assert page.js("return localStorage.getItem('tllm.api_key')") == key
     page.type_prompt("Hi")
     page.by_id("send").click()

@@ -1,0 +1,134 @@
+import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Answers a request that HTTP/1 cannot parse with 400 and closes its connection.
+///
+/// Hummingbird answers parse errors only once a connection has been handed to its request loop;
+/// with the WebSocket upgrade in front, a first request that does not parse (`GET v1 HTTP/9.9`,
+/// a header without a colon, two Content-Lengths) reached nobody, and the connection stayed open
+/// and silent until the idle timeout. These handlers sit at both ends of every connection's
+/// pipeline: the last one sees the decoder's error, the first one writes the raw answer straight
+/// to the socket (the HTTP encoders in between may be mid-response).
+///
+/// It also keeps an upgrade to `/ws/monitor` without the API key from reaching the upgrader
+/// (which can only refuse with an empty 400): the request goes on as a plain GET, and the
+/// router's middleware answers 401 in OpenAI's shape like on every other route.
+struct MalformedRequestGuard<Inner: ServerChildChannel>: ServerChildChannel {
+    let inner: Inner
+    let apiKey: String?
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Inner.Value> {
+        inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+            let writer = RawAnswerWriter()
+            let operations = channel.pipeline.syncOperations
+            try operations.addHandler(writer, position: .first)
+            try operations.addHandler(ParseErrorAnswer(writer: writer, logger: logger), position: .last)
+            if let apiKey {
+                let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+                try operations.addHandler(UnauthorizedUpgradeFilter(apiKey: apiKey), position: .after(decoder))
+            }
+            return value
+        }
+    }
+
+    func handle(value: Inner.Value, logger: Logger) async {
+        await inner.handle(value: value, logger: logger)
+    }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1 with the WebSocket upgrade, behind `MalformedRequestGuard`.
+    static func guardedHTTP1WebSocketUpgrade(
+        apiKey: String?, configuration: HTTP1WebSocketUpgradeChannel.Configuration,
+        shouldUpgrade:
+            @escaping @Sendable (HTTPRequest, any Channel, Logger) throws -> ShouldUpgradeResult<
+                WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>
+            >
+    ) -> HTTPServerBuilder {
+        .init { responder in
+            MalformedRequestGuard(
+                inner: HTTP1WebSocketUpgradeChannel(
+                    responder: responder, configuration: configuration, shouldUpgrade: shouldUpgrade),
+                apiKey: apiKey)
+        }
+    }
+}
+
+/// The first handler: writes bytes that bypass the HTTP encoders.
+final class RawAnswerWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    fileprivate var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+}
+
+@available(*, unavailable)
+extension RawAnswerWriter: Sendable {}
+
+/// The last handler: turns an HTTP parse error into a 400 and a close.
+final class ParseErrorAnswer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private let writer: RawAnswerWriter
+    private let logger: Logger
+    private var answered = false
+
+    init(writer: RawAnswerWriter, logger: Logger) {
+        self.writer = writer
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard error is HTTPParserError, !answered, let head = writer.context else {
+            context.fireErrorCaught(error)
+            return
+        }
+        answered = true
+        logger.debug("malformed HTTP request from \(context.remoteAddress?.description ?? "?"): \(error)")
+        let answer = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        let channel = context.channel
+        head.writeAndFlush(NIOAny(ByteBuffer(string: answer))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+@available(*, unavailable)
+extension ParseErrorAnswer: Sendable {}
+
+/// Turns a WebSocket upgrade request that lacks the API key into a plain request (its `Upgrade`
+/// header removed), so that the router answers it 401 instead of the upgrader answering 400.
+///
+/// Only a connection's first request can be upgraded, so the filter looks at the first head and
+/// then leaves the pipeline: after an upgrade, WebSocket frames flow where it sat.
+final class UnauthorizedUpgradeFilter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    private let apiKey: String
+
+    init(apiKey: String) { self.apiKey = apiKey }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // The decoder sends a request's head first.
+        guard case .head(var head) = unwrapInboundIn(data) else {
+            context.fireChannelRead(data)
+            return
+        }
+        let authorized =
+            APIKey.matches(head.headers.first(name: "authorization"), key: apiKey)
+            || APIKey.queryKey(head.uri).map { APIKey.matches("Bearer \($0)", key: apiKey) } == true
+        if head.headers.contains(name: "upgrade") && !authorized {
+            head.headers.remove(name: "upgrade")
+            head.headers.remove(name: "connection")
+            head.headers.add(name: "connection", value: "close")
+        }
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension UnauthorizedUpgradeFilter: Sendable {}
