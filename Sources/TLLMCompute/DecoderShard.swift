@@ -80,27 +80,33 @@ public final class DecoderShard {
         self.options = options
         // llama.cpp permutes Llama Q/K rows for adjacent-pair rotation; Hugging Face uses half rotation.
         neoxRope = !model.queryKeyRowsPermuted
-        func vector(_ role: TensorRole) throws -> FloatStorage { FloatStorage(try model.tensor(role).dequantize()) }
-        func optionalVector(_ role: TensorRole) throws -> FloatStorage? {
-            model.hasTensor(role) ? try vector(role) : nil
+        // Every weight's shape is checked against the hyperparameters before use: the kernels
+        // size their reads from the tensor, the step's buffers from the configuration.
+        let c = configuration
+        let (hidden, qWidth, kvWidth) = (c.hiddenSize, c.headCount * c.headDimension, c.kvHeadCount * c.headDimension)
+        func vector(_ role: TensorRole, _ count: Int) throws -> FloatStorage {
+            FloatStorage(try model.tensor(role, shape: [count]).dequantize())
         }
-        func linear(_ role: TensorRole.LayerTensor, _ index: Int) throws -> Linear {
-            try Linear(model.tensor(.layer(index, role)), options: options)
+        func optionalVector(_ role: TensorRole, _ count: Int) throws -> FloatStorage? {
+            model.hasTensor(role) ? try vector(role, count) : nil
+        }
+        func linear(_ role: TensorRole.LayerTensor, _ index: Int, _ outputs: Int, _ inputs: Int) throws -> Linear {
+            try Linear(model.tensor(.layer(index, role), shape: [outputs, inputs]), options: options)
         }
         weights = try layers.map { index in
             LayerWeights(
-                attentionNorm: try vector(.layer(index, .attentionNorm)),
-                feedForwardNorm: try vector(.layer(index, .feedForwardNorm)),
-                query: try linear(.query, index),
-                key: try linear(.key, index),
-                value: try linear(.value, index),
-                output: try linear(.attentionOutput, index),
-                gate: try linear(.gate, index),
-                up: try linear(.up, index),
-                down: try linear(.down, index),
-                queryBias: try optionalVector(.layer(index, .queryBias)),
-                keyBias: try optionalVector(.layer(index, .keyBias)),
-                valueBias: try optionalVector(.layer(index, .valueBias)))
+                attentionNorm: try vector(.layer(index, .attentionNorm), hidden),
+                feedForwardNorm: try vector(.layer(index, .feedForwardNorm), hidden),
+                query: try linear(.query, index, qWidth, hidden),
+                key: try linear(.key, index, kvWidth, hidden),
+                value: try linear(.value, index, kvWidth, hidden),
+                output: try linear(.attentionOutput, index, hidden, qWidth),
+                gate: try linear(.gate, index, c.intermediateSize, hidden),
+                up: try linear(.up, index, c.intermediateSize, hidden),
+                down: try linear(.down, index, hidden, c.intermediateSize),
+                queryBias: try optionalVector(.layer(index, .queryBias), qWidth),
+                keyBias: try optionalVector(.layer(index, .keyBias), kvWidth),
+                valueBias: try optionalVector(.layer(index, .valueBias), kvWidth))
         }
         ropeFactors = try model.ropeFrequencyFactors().map(FloatStorage.init)
         cache = KVPagePool(

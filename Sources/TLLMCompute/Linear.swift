@@ -344,3 +344,16 @@ public enum ComputeError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
+
+extension ModelWeights {
+    /// A weight that must have `shape` (`[outputs, inputs]`, or `[count]` for a vector); any other
+    /// shape is a load error naming the file and the tensor, never a kernel reading past it.
+    func tensor(_ role: TensorRole, shape expected: [Int]) throws(ModelFileError) -> WeightTensor {
+        let tensor = try tensor(role)
+        guard tensor.shape == expected else {
+            throw ModelFileError(
+                path, "tensor \(tensor.name) has shape \(tensor.shape), but the hyperparameters need \(expected)")
+        }
+        return tensor
+    }
+}

@@ -20,13 +20,10 @@ public final class ModelHead {
         self.pool = pool
         // Only an embedding that is also the LM head is worth packing for the integer paths.
         let tied = !model.hasTensor(.output)
-        embedding = try Linear(model.tensor(.embedding), options: tied ? options : ComputeOptions())
-        outputNorm = FloatStorage(try model.tensor(.outputNorm).dequantize())
-        output = tied ? embedding : try Linear(model.tensor(.output), options: options)
-        guard embedding.inputs == configuration.hiddenSize else {
-            throw ComputeError.badWeight(
-                "embedding width \(embedding.inputs) ≠ hidden size \(configuration.hiddenSize)")
-        }
+        let matrix = [configuration.vocabularySize, configuration.hiddenSize]
+        embedding = try Linear(model.tensor(.embedding, shape: matrix), options: tied ? options : ComputeOptions())
+        outputNorm = FloatStorage(try model.tensor(.outputNorm, shape: [configuration.hiddenSize]).dequantize())
+        output = tied ? embedding : try Linear(model.tensor(.output, shape: matrix), options: options)
     }
 
     /// Vocabulary size (rows of the LM head).

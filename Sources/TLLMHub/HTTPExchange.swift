@@ -59,6 +59,10 @@ enum HTTPExchange {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
+        // One connection per request: a hub download is a few requests for large files, and a
+        // pooled keep-alive connection that the server (or a CDN) closed meanwhile fails the
+        // next request ("stream ended at an unexpected time").
+        configuration.maximumUsesPerConnection = 1
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }()
 

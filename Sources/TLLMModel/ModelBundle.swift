@@ -35,7 +35,23 @@ public struct ModelBundle: Sendable {
     private static func openGGUF(_ path: String) throws -> ModelBundle {
         let model = try GGUFModel(path: path)
         let metadata = model.file.metadata
-        func id(_ key: String) -> Int32? { metadata[key]?.int.map(Int32.init) }
+        /// A token id from the metadata; ids that fit no `Int32` are refused (the tokenizer then
+        /// checks them against the vocabulary).
+        func id(_ key: String) throws -> Int32? {
+            guard let value = metadata[key] else { return nil }
+            guard let id = value.int.flatMap({ Int32(exactly: $0) }) else {
+                throw ModelFileError(path, "\(key) is not a token id (\(value))")
+            }
+            return id
+        }
+        let tokenTypes = try metadata["tokenizer.ggml.token_type"]?.ints.map { types in
+            try types.map { type in
+                guard let value = Int32(exactly: type) else {
+                    throw ModelFileError(path, "tokenizer.ggml.token_type holds \(type), not a token type")
+                }
+                return value
+            }
+        }
         guard let tokens = metadata["tokenizer.ggml.tokens"]?.strings,
             let kind = metadata["tokenizer.ggml.model"]?.string
         else { throw ModelFileError(path, "metadata has no tokenizer (tokenizer.ggml.model / tokens)") }
@@ -43,18 +59,23 @@ public struct ModelBundle: Sendable {
         do {
             configuration = try TokenizerConfiguration(
                 ggufModel: kind, pre: metadata["tokenizer.ggml.pre"]?.string, tokens: tokens,
-                tokenTypes: metadata["tokenizer.ggml.token_type"]?.ints?.map(Int32.init),
+                tokenTypes: tokenTypes,
                 merges: metadata["tokenizer.ggml.merges"]?.strings, scores: metadata["tokenizer.ggml.scores"]?.floats,
-                bosTokenID: id("tokenizer.ggml.bos_token_id"), eosTokenID: id("tokenizer.ggml.eos_token_id"),
-                unknownTokenID: id("tokenizer.ggml.unknown_token_id"),
-                paddingTokenID: id("tokenizer.ggml.padding_token_id"),
+                bosTokenID: try id("tokenizer.ggml.bos_token_id"), eosTokenID: try id("tokenizer.ggml.eos_token_id"),
+                unknownTokenID: try id("tokenizer.ggml.unknown_token_id"),
+                paddingTokenID: try id("tokenizer.ggml.padding_token_id"),
                 addBOS: metadata["tokenizer.ggml.add_bos_token"]?.bool,
                 addEOS: metadata["tokenizer.ggml.add_eos_token"]?.bool,
                 addSpacePrefix: metadata["tokenizer.ggml.add_space_prefix"]?.bool)
+        } catch let error as ModelFileError {
+            throw error
         } catch {
             throw ModelFileError(path, "tokenizer: \(error)")
         }
-        let tokenizer = try Tokenizer(configuration)
+        let tokenizer: Tokenizer
+        do { tokenizer = try Tokenizer(configuration) } catch {
+            throw ModelFileError(path, "tokenizer: \(error)")
+        }
         let template = try metadata["tokenizer.chat_template"]?.string.map { source in
             do { return try ChatTemplate(source: source) } catch {
                 throw ModelFileError(path, "chat template: \(error)")
@@ -62,7 +83,7 @@ public struct ModelBundle: Sendable {
         }
         var stops: Set<Int32> = []
         if let eos = configuration.eosTokenID { stops.insert(eos) }
-        if let eot = id("tokenizer.ggml.eot_token_id") { stops.insert(eot) }
+        if let eot = try id("tokenizer.ggml.eot_token_id") { stops.insert(eot) }
         return ModelBundle(
             weights: model, tokenizer: tokenizer, chatTemplate: template,
             stopTokenIDs: stops.union(endOfTurnTokens(tokenizer)), name: URL(fileURLWithPath: path).lastPathComponent,
@@ -74,15 +95,24 @@ public struct ModelBundle: Sendable {
         let model = try HuggingFaceModel(directory: path, selection: selection)
         guard let tokenizerURL = model.tokenizerJSON else { throw ModelFileError(path, "no tokenizer.json") }
         let configData = try model.tokenizerConfigJSON.map { try Data(contentsOf: $0) }
-        let tokenizer = try Tokenizer(
-            TokenizerConfiguration(tokenizerJSON: Data(contentsOf: tokenizerURL), tokenizerConfigJSON: configData))
+        let tokenizer: Tokenizer
+        do {
+            tokenizer = try Tokenizer(
+                TokenizerConfiguration(tokenizerJSON: Data(contentsOf: tokenizerURL), tokenizerConfigJSON: configData))
+        } catch {
+            throw ModelFileError(tokenizerURL.path, "\(error)")
+        }
         let config = try configData.flatMap { try JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
         var templateSource = chatTemplate(in: config)
+        var templateFile = model.tokenizerConfigJSON?.path ?? path
         let jinja = URL(fileURLWithPath: path).appendingPathComponent("chat_template.jinja")
-        if templateSource == nil, let text = try? String(contentsOf: jinja, encoding: .utf8) { templateSource = text }
+        if templateSource == nil, let text = try? String(contentsOf: jinja, encoding: .utf8) {
+            templateSource = text
+            templateFile = jinja.path
+        }
         let template = try templateSource.map { source in
             do { return try ChatTemplate(source: source) } catch {
-                throw ModelFileError(path, "chat template: \(error)")
+                throw ModelFileError(templateFile, "chat template: \(error)")
             }
         }
         var stops: Set<Int32> = []
@@ -90,8 +120,14 @@ public struct ModelBundle: Sendable {
         if let url = model.generationConfigJSON, let data = try? Data(contentsOf: url),
             let generation = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
         {
-            if let one = generation["eos_token_id"] as? Int { stops.insert(Int32(one)) }
-            for many in generation["eos_token_id"] as? [Int] ?? [] { stops.insert(Int32(many)) }
+            let ids = (generation["eos_token_id"] as? [Int]) ?? (generation["eos_token_id"] as? Int).map { [$0] } ?? []
+            for id in ids {
+                guard id >= 0, id < tokenizer.vocabularySize else {
+                    throw ModelFileError(
+                        url.path, "eos_token_id \(id) is outside the vocabulary (0..<\(tokenizer.vocabularySize))")
+                }
+                stops.insert(Int32(id))
+            }
         }
         return ModelBundle(
             weights: model, tokenizer: tokenizer, chatTemplate: template,

@@ -142,14 +142,34 @@ public struct ModelConfiguration: Sendable, Hashable {
         try validate(path: path)
     }
 
+    /// Every size hyperparameter with its bounds: products of these (KV page sizes, buffer sizes)
+    /// must not overflow, and no real model comes near them.
+    private var boundedSizes: [(name: String, value: Int, range: ClosedRange<Int>)] {
+        [
+            ("hidden size", hiddenSize, 1...(1 << 16)), ("layer count", layerCount, 1...1024),
+            ("attention heads", headCount, 1...1024), ("KV heads", kvHeadCount, 1...1024),
+            ("head dimension", headDimension, 1...1024), ("intermediate size", intermediateSize, 1...(1 << 18)),
+            ("vocabulary size", vocabularySize, 1...(1 << 24)), ("context length", contextLength, 1...(1 << 24)),
+        ]
+    }
+
     private func validate(path: String) throws(ModelFileError) {
-        guard hiddenSize > 0, layerCount > 0, headCount > 0, kvHeadCount > 0, headCount % kvHeadCount == 0,
-            headDimension > 0, intermediateSize > 0, contextLength > 0
-        else {
-            throw ModelFileError(
-                path,
-                "inconsistent hyperparameters: hidden \(hiddenSize), layers \(layerCount), heads \(headCount)/\(kvHeadCount)"
-            )
+        for (name, value, range) in boundedSizes where !range.contains(value) {
+            throw ModelFileError(path, "\(name) \(value) is outside \(range.lowerBound)...\(range.upperBound)")
+        }
+        guard headCount % kvHeadCount == 0 else {
+            throw ModelFileError(path, "\(headCount) attention heads cannot share \(kvHeadCount) KV heads evenly")
+        }
+        guard ropeTheta.isFinite, ropeTheta > 0 else {
+            throw ModelFileError(path, "RoPE base \(ropeTheta) is not positive")
+        }
+        guard rmsNormEpsilon.isFinite, rmsNormEpsilon > 0, rmsNormEpsilon < 1 else {
+            throw ModelFileError(path, "RMSNorm epsilon \(rmsNormEpsilon) is outside (0, 1)")
+        }
+        if let scaling = ropeScaling {
+            let factors = [scaling.factor, scaling.lowFrequencyFactor, scaling.highFrequencyFactor]
+            guard factors.allSatisfy({ $0.isFinite && $0 > 0 }), (1...(1 << 24)).contains(scaling.originalContextLength)
+            else { throw ModelFileError(path, "rope_scaling has a factor or length out of range: \(scaling)") }
         }
     }
 }

@@ -38,6 +38,9 @@ extension TokenizerConfiguration {
         var maxID = -1
         for (token, value) in vocab {
             guard let id = Self.integer(value) else { throw TokenizerError("vocab entry '\(token)' has no integer id") }
+            guard (0...Self.maximumTokenID).contains(id) else {
+                throw TokenizerError("vocab entry '\(token)' has id \(id), outside 0...\(Self.maximumTokenID)")
+            }
             idByToken[token] = Int32(id)
             maxID = max(maxID, id)
         }
@@ -45,6 +48,9 @@ extension TokenizerConfiguration {
         for entry in root["added_tokens"] as? [[String: Any]] ?? [] {
             guard let id = Self.integer(entry["id"] as Any), let content = entry["content"] as? String else {
                 throw TokenizerError("added token without id or content: \(entry)")
+            }
+            guard (0...Self.maximumTokenID).contains(id) else {
+                throw TokenizerError("added token '\(content)' has id \(id), outside 0...\(Self.maximumTokenID)")
             }
             added.append(
                 AddedToken(
@@ -221,4 +227,10 @@ extension TokenizerConfiguration {
         }
         return [object]
     }
+}
+
+extension TokenizerConfiguration {
+    /// The largest token id a tokenizer file may use: vocabularies of real models stay far below
+    /// (Gemma 3: 262 144), and every id must fit the `Int32` of the wire and the kernels.
+    static let maximumTokenID = 1 << 24
 }

@@ -71,9 +71,12 @@ public final class GGUFFile: Sendable {
         self.metadata = metadata
         self.metadataKeys = keys
 
-        let alignment = metadata["general.alignment"]?.int ?? 32
-        guard alignment > 0, alignment & (alignment - 1) == 0 else {
-            throw ModelFileError(path, "general.alignment \(alignment) is not a power of two")
+        // A value that fits no Int (2^63 as uint64) is refused, not taken as absent.
+        let declaredAlignment = metadata["general.alignment"]
+        let alignment = declaredAlignment.map { $0.int ?? 0 } ?? 32
+        guard alignment > 0, alignment <= 1 << 16, alignment & (alignment - 1) == 0 else {
+            throw ModelFileError(
+                path, "general.alignment \(declaredAlignment.map { "\($0)" } ?? "") is not a power of two up to 65536")
         }
         self.alignment = alignment
 
@@ -114,8 +117,11 @@ public final class GGUFFile: Sendable {
                 let (product, overflow) = partial.0.multipliedReportingOverflow(by: dimension)
                 return (product, partial.1 || overflow)
             }
-            guard !overflow, let byteCount = info.type.byteCount(elements: elements, rowLength: info.dimensions[0])
-            else {
+            guard !overflow else {
+                throw ModelFileError(
+                    path, "tensor \(info.name) has dimensions \(info.dimensions) whose product overflows")
+            }
+            guard let byteCount = info.type.byteCount(elements: elements, rowLength: info.dimensions[0]) else {
                 throw ModelFileError(
                     path,
                     "tensor \(info.name) of type \(info.type) has rows of \(info.dimensions[0]) weights, "
@@ -125,8 +131,8 @@ public final class GGUFFile: Sendable {
                 throw ModelFileError(
                     path, "tensor \(info.name) data offset \(info.relativeOffset) is not aligned to \(alignment)")
             }
-            let start = dataOffset + info.relativeOffset
-            guard start <= mapping.bytes.count, byteCount <= mapping.bytes.count - start else {
+            let (start, startOverflow) = dataOffset.addingReportingOverflow(info.relativeOffset)
+            guard !startOverflow, start <= mapping.bytes.count, byteCount <= mapping.bytes.count - start else {
                 throw ModelFileError(
                     path,
                     "tensor \(info.name) data (\(byteCount) bytes at offset \(start)) runs past the end of the file "

@@ -79,11 +79,19 @@ public final class SafetensorsFile: Sendable {
                     path, "tensor \(name) has dtype \(dtypeName), which is not supported (F32, F16, BF16, U32, I32, U8)"
                 )
             }
-            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1] else {
+            // Dimensions of at most 2^40 (as for GGUF) and at most 4 of them: the byte count of any
+            // accepted shape fits an Int, so no product below can overflow.
+            guard shape.count <= 4, shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }), offsets[0] >= 0,
+                offsets[0] <= offsets[1]
+            else {
                 throw ModelFileError(path, "tensor \(name): bad shape \(shape) or offsets \(offsets)")
             }
-            let elements = shape.reduce(1, *)
-            guard offsets[1] - offsets[0] == elements * dtype.byteCount else {
+            let (elements, overflow) = shape.reduce((1, false)) { partial, dimension in
+                let (product, overflow) = partial.0.multipliedReportingOverflow(by: dimension)
+                return (product, partial.1 || overflow)
+            }
+            let (byteCount, bytesOverflow) = elements.multipliedReportingOverflow(by: dtype.byteCount)
+            guard !overflow, !bytesOverflow, offsets[1] - offsets[0] == byteCount else {
                 throw ModelFileError(
                     path, "tensor \(name): \(offsets[1] - offsets[0]) bytes for shape \(shape) of \(dtypeName)")
             }
@@ -92,6 +100,11 @@ public final class SafetensorsFile: Sendable {
             }
             tensors[name] = SafetensorsTensorInfo(
                 name: name, dtype: dtype, shape: shape, range: (dataStart + offsets[0])..<(dataStart + offsets[1]))
+        }
+        // Tensors must not share bytes: a file whose tensors overlap is corrupt (or crafted).
+        let ranges = tensors.values.filter { !$0.range.isEmpty }.sorted { $0.range.lowerBound < $1.range.lowerBound }
+        for (first, second) in zip(ranges, ranges.dropFirst()) where second.range.lowerBound < first.range.upperBound {
+            throw ModelFileError(path, "tensors \(first.name) and \(second.name) overlap in the file")
         }
         self.tensors = tensors
         self.metadata = metadata
