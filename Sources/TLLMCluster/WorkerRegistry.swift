@@ -20,6 +20,10 @@ public actor WorkerRegistry {
         public var layers: Range<Int>
         /// Whether it reported its layers loaded (`/init_model`).
         public var initialized: Bool
+        /// Registration order (kept while the worker stays registered): the route prefers the
+        /// worker that joined first, so a newcomer for the same layers is a standby and never
+        /// takes a serving worker's place (a route change moves every running request).
+        public var joined: Int
     }
 
     /// `POST /register_client` body.
@@ -153,6 +157,8 @@ public actor WorkerRegistry {
         didSet { for watcher in watchers.values { watcher.yield(()) } }
     }
     private var watchers: [UUID: AsyncStream<Void>.Continuation] = [:]
+    /// The next `Worker.joined`.
+    private var nextJoin = 0
     private var watchersClosed = false
     /// Workers waiting for the plan (reached, not yet answered), in registration order.
     private var held: [Held] = []
@@ -241,8 +247,11 @@ public actor WorkerRegistry {
     private func record(_ clientID: String, address: String, rank: Int, layers: Range<Int>, initialized: Bool)
         -> Assignment
     {
+        let joined = workers[clientID]?.joined ?? nextJoin
+        if workers[clientID] == nil { nextJoin += 1 }
         let worker = Worker(
-            clientID: clientID, address: address, ppRank: rank, layers: layers, initialized: initialized)
+            clientID: clientID, address: address, ppRank: rank, layers: layers, initialized: initialized,
+            joined: joined)
         // A worker re-registering as it is (a standby does every 30 s) changes nothing.
         if workers[clientID] != worker {
             workers[clientID] = worker
@@ -359,9 +368,10 @@ public actor WorkerRegistry {
         workers.values.sorted { ($0.layers.lowerBound, $0.clientID) < ($1.layers.lowerBound, $1.clientID) }
     }
 
-    /// Initialised workers whose ranges chain from layer 0 to the last layer, if there is such a chain.
+    /// Initialised workers whose ranges chain from layer 0 to the last layer, if there is such a
+    /// chain; for each range, the worker that joined first (the others are standbys).
     public var route: [Worker]? {
-        let ready = registered.filter(\.initialized)
+        let ready = registered.filter(\.initialized).sorted { $0.joined < $1.joined }
         var chain: [Worker] = []
         var next = 0
         while next < totalLayers {

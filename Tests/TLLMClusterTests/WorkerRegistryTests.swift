@@ -110,6 +110,34 @@ import Testing
         #expect(await registry.route == nil)
         try await worker.close()
     }
+
+    /// A worker that joins for layers a serving worker holds is a standby, however its id sorts:
+    /// a route change moves every running request, so it happens only when a stage is lost.
+    @Test func aNewcomerNeverDisplacesAServingWorker() async throws {
+        let worker = try await Self.listener()
+        let port = worker.localAddress!.port!
+        let registry = WorkerRegistry(totalLayers: 30, workers: 2, modelPath: "m")
+        for (id, range) in [("m", 0..<15), ("n", 15..<30)] {
+            _ = await registry.register(
+                .init(
+                    clientID: id, hosts: ["127.0.0.1"], port: port, ppRank: range.lowerBound / 15,
+                    startIndex: range.lowerBound, endIndex: range.upperBound))
+        }
+        #expect(await registry.route?.map(\.clientID) == ["m", "n"])
+        // "a" sorts before "m" and states the same range (a rogue, or a standby finishing its load).
+        _ = await registry.register(
+            .init(clientID: "a", hosts: ["127.0.0.1"], port: port, ppRank: 0, startIndex: 0, endIndex: 15))
+        #expect(await registry.initialized(clientID: "a", ppRank: 0, layers: 0..<15))
+        #expect(await registry.route?.map(\.clientID) == ["m", "n"])
+        // Re-registering (as standbys do every 30 s) keeps each worker's place.
+        _ = await registry.register(
+            .init(clientID: "m", hosts: ["127.0.0.1"], port: port, ppRank: 0, startIndex: 0, endIndex: 15))
+        #expect(await registry.route?.map(\.clientID) == ["m", "n"])
+        // The standby takes over when the serving worker is lost.
+        await registry.unregister(clientID: "m")
+        #expect(await registry.route?.map(\.clientID) == ["a", "n"])
+        try await worker.close()
+    }
 }
 
 /// Planning by the memory workers report (over real TCP reachability checks).
