@@ -190,6 +190,39 @@ enum FixtureError: Error {
         }
     }
 
+    /// What parsing and rendering a fuzzed template gave.
+    enum FuzzOutcome {
+        case rendered
+        case parseError(ChatTemplateError)
+        case renderError(ChatTemplateError)
+    }
+
+    /// Parses `source` and renders it with `context`: a render or a ``ChatTemplateError``. Any other error is
+    /// recorded as an issue (and nil returned): templates fail with the template error type, nothing else.
+    static func parseAndRender(
+        _ source: String, _ context: [String: TemplateValue], now: Date,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) -> FuzzOutcome? {
+        let template: ChatTemplate
+        do {
+            template = try ChatTemplate(source: source)
+        } catch let error as ChatTemplateError {
+            return .parseError(error)
+        } catch {
+            Issue.record("parsing threw \(error), not a ChatTemplateError", sourceLocation: sourceLocation)
+            return nil
+        }
+        do {
+            _ = try template.render(context, now: now, timeZone: Self.utc)
+            return .rendered
+        } catch let error as ChatTemplateError {
+            return .renderError(error)
+        } catch {
+            Issue.record("rendering threw \(error), not a ChatTemplateError", sourceLocation: sourceLocation)
+            return nil
+        }
+    }
+
     /// Cutting a real template anywhere must give a clean error or a render, never a crash or a hang.
     @Test func truncatedTemplatesThrowInsteadOfCrashing() throws {
         let fixture = try ChatTemplateFixture.load()
@@ -198,35 +231,45 @@ enum FixtureError: Error {
                 template: "llama-3.1", conversation: "tools_call_and_result", addGenerationPrompt: true, extra: [:]))
         var generator = SplitMix64(seed: 0x5EED)
         var parseFailures = 0
+        var rendered = 0
         for (_, source) in fixture.sources.sorted(by: { $0.key < $1.key }) {
             let scalars = Array(source.unicodeScalars)
             var cuts = (0..<40).map { _ in Int(generator.next() % UInt64(scalars.count + 1)) }
             cuts += [0, 1, 2, scalars.count - 1]
             for cut in cuts where cut >= 0 && cut <= scalars.count {
                 let truncated = String(String.UnicodeScalarView(scalars[..<cut]))
-                do {
-                    let template = try ChatTemplate(source: truncated)
-                    _ = try? template.render(context, now: fixture.now, timeZone: Self.utc)
-                } catch let error as ChatTemplateError {
+                switch Self.parseAndRender(truncated, context, now: fixture.now) {
+                case .parseError(let error)?:
                     parseFailures += 1
                     #expect(error.line != nil, "\(error)")
+                case .rendered?: rendered += 1
+                case .renderError?, nil: break
                 }
             }
         }
         #expect(parseFailures > 100)
+        // The empty template (a cut at 0) renders, at least.
+        #expect(rendered >= fixture.sources.count)
     }
 
-    /// Random byte edits of real templates (dropped, duplicated or swapped characters).
+    /// One random edit (a dropped, duplicated or swapped character) of a real template at a time, 60 per template:
+    /// each edited template renders or fails with a ``ChatTemplateError`` (never another error, a crash or a hang).
+    /// Both happen, many times: the edits reach the renderer rather than all stopping at the parser, and the parser
+    /// does not accept everything.
     @Test func mutatedTemplatesThrowInsteadOfCrashing() throws {
         let fixture = try ChatTemplateFixture.load()
         let context = fixture.context(
             for: .init(
                 template: "qwen-2.5", conversation: "tools_call_and_result", addGenerationPrompt: true, extra: [:]))
         var generator = SplitMix64(seed: 42)
+        var rendered = 0
+        var parseFailures = 0
+        var renderFailures = 0
         for (_, source) in fixture.sources.sorted(by: { $0.key < $1.key }) {
-            var scalars = Array(source.unicodeScalars)
+            let original = Array(source.unicodeScalars)
+            try #require(!original.isEmpty)
             for _ in 0..<60 {
-                guard !scalars.isEmpty else { break }
+                var scalars = original
                 let i = Int(generator.next() % UInt64(scalars.count))
                 let j = Int(generator.next() % UInt64(scalars.count))
                 switch generator.next() % 3 {
@@ -234,11 +277,19 @@ enum FixtureError: Error {
                 case 1: scalars.insert(scalars[j], at: i)
                 default: scalars.swapAt(i, j)
                 }
-                if let template = try? ChatTemplate(source: String(String.UnicodeScalarView(scalars))) {
-                    _ = try? template.render(context, now: fixture.now, timeZone: Self.utc)
+                switch Self.parseAndRender(String(String.UnicodeScalarView(scalars)), context, now: fixture.now) {
+                case .rendered?: rendered += 1
+                case .parseError?: parseFailures += 1
+                case .renderError?: renderFailures += 1
+                case nil: break
                 }
             }
         }
+        let total = 60 * fixture.sources.count
+        print("mutated templates: \(rendered) rendered, \(parseFailures) parse errors, \(renderFailures) render errors")
+        #expect(rendered + parseFailures + renderFailures == total, "every edit rendered or threw a ChatTemplateError")
+        #expect(rendered >= total / 10, "\(rendered) of \(total) edited templates rendered")
+        #expect(parseFailures + renderFailures >= total / 10, "\(parseFailures + renderFailures) of \(total) failed")
     }
 }
 

@@ -44,7 +44,7 @@ import Testing
             }
             let hidden = try await shard.forward(try await head.embed(ids), sequences: slices)
             let all = await head.logits(hidden, rows: ids.count)
-            let vocabulary = await head.vocabularySize
+            let vocabulary = head.vocabularySize
             var row = 0
             for (sequence, _, rows) in step {
                 for r in row..<(row + rows) {

@@ -181,43 +181,107 @@ import Testing
 
 /// Stop strings over real token boundaries of the default tokenizer.
 @Suite struct TextStreamTests {
-    static func run(_ text: String, stops: [String]) throws -> (deltas: [String], stopped: Bool) {
+    /// Feeds `text`'s tokens one at a time, as the scheduler does, and checks every release against the text decoded
+    /// so far (UTF-8 bytes): until a stop string appears, what has been released is exactly that text minus its
+    /// longest suffix that is a proper prefix of a stop string (held back while it may still become one, released as
+    /// soon as it cannot); once one appears, the stream stops and has released exactly the text before the first
+    /// occurrence. So no chunk ever carries any part of a stop string that is then completed, and the text streamed
+    /// is the final text. `heldBackSteps` counts the steps that had something to hold back.
+    static func run(_ text: String, stops: [String]) throws -> (deltas: [String], stopped: Bool, heldBackSteps: Int) {
         let bundle = try #require(SchedulerTests.bundle)
+        let stopBytes = stops.map { Array($0.utf8) }.filter { !$0.isEmpty }
         var stream = TextStream(tokenizer: bundle.tokenizer, stopStrings: stops)
+        var decoder = bundle.tokenizer.makeIncrementalDecoder(skipSpecialTokens: true)
+        var decoded: [UInt8] = []
+        var released: [UInt8] = []
         var deltas: [String] = []
+        var heldBackSteps = 0
         for token in bundle.tokenizer.encode(text, addSpecialTokens: false) {
+            decoded += decoder.append(token).utf8
             let (delta, stopped) = stream.append(token)
             deltas.append(delta)
-            if stopped { return (deltas, true) }
+            released += delta.utf8
+            if let stop = Self.firstStop(in: decoded, stops: stopBytes) {
+                #expect(stopped, "\(String(decoding: decoded, as: UTF8.self)) has a stop string")
+                #expect(
+                    released == Array(decoded[..<stop]),
+                    "released \(String(decoding: released, as: UTF8.self)), not the text before the stop string")
+                return (deltas, stopped, heldBackSteps)
+            }
+            #expect(!stopped, "stopped with no stop string in \(String(decoding: decoded, as: UTF8.self))")
+            let held = Self.heldBackLength(decoded, stops: stopBytes)
+            if held > 0 { heldBackSteps += 1 }
+            #expect(
+                released == Array(decoded.dropLast(held)),
+                """
+                after \(String(decoding: decoded, as: UTF8.self)): released \
+                \(String(decoding: released, as: UTF8.self)), holding back \(held) bytes
+                """)
+            if stopped { return (deltas, stopped, heldBackSteps) }
         }
+        decoded += decoder.flush().utf8
         let (rest, stopped) = stream.finish()
         deltas.append(rest)
-        return (deltas, stopped)
+        released += rest.utf8
+        let stop = Self.firstStop(in: decoded, stops: stopBytes)
+        #expect(stopped == (stop != nil))
+        #expect(released == Array(decoded[..<(stop ?? decoded.count)]))
+        return (deltas, stopped, heldBackSteps)
+    }
+
+    /// Offset of the first occurrence of any of `stops` in `text`.
+    static func firstStop(in text: [UInt8], stops: [[UInt8]]) -> Int? {
+        var first: Int?
+        for stop in stops where stop.count <= text.count {
+            for start in 0...(text.count - stop.count) where text[start..<(start + stop.count)].elementsEqual(stop) {
+                first = min(first ?? start, start)
+                break
+            }
+        }
+        return first
+    }
+
+    /// Length of the longest suffix of `text` that is a proper, non-empty prefix of one of `stops`.
+    static func heldBackLength(_ text: [UInt8], stops: [[UInt8]]) -> Int {
+        var longest = 0
+        for stop in stops where stop.count > 1 {
+            for length in 1..<min(stop.count, text.count + 1) {
+                if text.suffix(length).elementsEqual(stop.prefix(length)) { longest = max(longest, length) }
+            }
+        }
+        return longest
     }
 
     @Test func textBeforeTheStopStringOnly() throws {
-        let (deltas, stopped) = try Self.run("The quick brown fox jumps over the lazy dog.", stops: ["n fox j"])
+        let (deltas, stopped, heldBackSteps) = try Self.run(
+            "The quick brown fox jumps over the lazy dog.", stops: ["n fox j"])
         #expect(stopped)
         #expect(deltas.joined() == "The quick brow")
+        #expect(heldBackSteps > 0, "the stop string was never begun at a token boundary")
     }
 
     @Test func aFalseStartIsHeldBackThenReleased() throws {
-        let (deltas, stopped) = try Self.run("one two three four", stops: ["two thre!", "zzz"])
+        // "two thre" may still become "two thre!" until the next "e": `run` checks at every token that it is held
+        // back until then, and released then.
+        let (deltas, stopped, heldBackSteps) = try Self.run("one two three four", stops: ["two thre!", "zzz"])
         #expect(!stopped)
         #expect(deltas.joined() == "one two three four")
-        // While "two thre" could still become the stop string, it is not emitted.
-        let before = deltas.dropLast().joined()
-        #expect(!before.contains("two thre") || before.contains("three"))
+        #expect(heldBackSteps > 0, "nothing was ever held back: the false start was not exercised")
+        // A false start and then the stop string itself: the first is released, no byte of the second is streamed.
+        let (again, stoppedAgain, heldAgain) = try Self.run("one two three, two thre! four", stops: ["two thre!"])
+        #expect(stoppedAgain)
+        #expect(again.joined() == "one two three, ")
+        #expect(heldAgain > 1, "held back at both beginnings of the stop string")
     }
 
     @Test func earliestOfSeveralStops() throws {
-        let (deltas, stopped) = try Self.run("alpha beta gamma delta", stops: ["delta", "beta"])
+        let (deltas, stopped, _) = try Self.run("alpha beta gamma delta", stops: ["delta", "beta"])
         #expect(stopped)
         #expect(deltas.joined() == "alpha ")
     }
 
     @Test func multibyteTextAroundAStop() throws {
-        let (deltas, stopped) = try Self.run("Café ☕ au lait 🥐 et fin", stops: ["🥐"])
+        let (deltas, stopped, _) = try Self.run("Café ☕ au lait 🥐 et fin", stops: ["🥐"])
         #expect(stopped)
         #expect(deltas.joined() == "Café ☕ au lait ")
     }
