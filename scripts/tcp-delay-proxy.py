@@ -13,7 +13,8 @@ SIGUSR1 resets every connection open at that moment, on both sides (SO_LINGER 0,
 the peers see a TCP RST), for fault injection; the proxy keeps accepting new connections.
 SIGUSR2 resets one connection instead: the first whose client sends something next (open at that
 moment or opened later), before that is forwarded (so a request in flight is lost for sure); the
-others are left alone. SIGTERM / SIGINT stop the proxy (exit code 0).
+others are left alone. Signals add up: three SIGUSR2 reset the next three sends (a test can arm
+a client's try and both retries before the first of them happens). SIGTERM / SIGINT stop the proxy (exit code 0).
 
 stderr gets one line when it listens ("listening on ..."), one line per connection it accepts,
 one line per reset (per signal), and with --verbose one line when a connection ends.
@@ -91,7 +92,7 @@ class Proxy:
         self.delay = delay
         self.verbose = verbose
         self.open: set[Connection] = set()
-        self.armed = False  # the next connection whose client sends is reset (SIGUSR2)
+        self.armed = 0  # how many of the next sends reset their connection (one per SIGUSR2)
         self.numbers = itertools.count(1)
 
     async def handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
@@ -144,9 +145,9 @@ class Proxy:
         loop = asyncio.get_running_loop()
         while True:
             data = await reader.read(CHUNK)
-            if name == "up" and self.armed:
+            if name == "up" and self.armed > 0:
                 log(f"conn #{conn.number} {conn.peer}: reset as its client sends {len(data)} B (SIGUSR2)")
-                self.armed = False  # one connection per SIGUSR2
+                self.armed -= 1  # one connection per SIGUSR2
                 self.open.discard(conn)
                 conn.reset()  # cancels this task too
                 return
@@ -170,8 +171,9 @@ class Proxy:
             await writer.drain()
 
     def arm(self) -> None:
-        self.armed = True
-        log(f"SIGUSR2: the next connection whose client sends will be reset ({len(self.open)} open)")
+        self.armed += 1
+        log(f"SIGUSR2: the next connection whose client sends will be reset ({len(self.open)} open; "
+            f"armed: {self.armed} pending)")
 
     def reset_all(self) -> None:
         victims = sorted(self.open, key=lambda c: c.number)

@@ -513,10 +513,18 @@ def test_health_check_resets_are_retried_and_a_dropped_worker_comes_back(cluster
     master_mark = len(c.master.text())
     worker = next(n for n in c.nodes[1:] if n.name.endswith(f"worker{NODES.index(node) - 1}"))
     worker_mark = len(worker.text())
+    # Arm three resets at once (the proxy counts them), each acknowledged before the next signal
+    # (signals sent together may merge): the check and both retries, a second apart, fail for
+    # sure. Arming one per observed reset raced the 1 s retry on a busy machine.
+    proxy_mark = len(proxy.text())
     for attempt in range(3):
-        proxy_mark = len(proxy.text())
+        arm_mark = len(proxy.text())
         os.kill(proxy.proc.pid, signal.SIGUSR2)
-        wait_in(proxy, reset, proxy_mark, 25)
+        wait_in(proxy, r"armed: \d+ pending", arm_mark, 10)
+    deadline = time.monotonic() + 40  # the next check within 10 s, its retries 1 s apart
+    while len(re.findall(reset, proxy.text()[proxy_mark:])) < 3:
+        assert time.monotonic() < deadline, f"fewer than 3 resets within 40 s:\n{proxy.text()[proxy_mark:]}"
+        time.sleep(0.2)
     dropped = wait_in(c.master, r"[^\n]*failed its health check[^\n]*", master_mark, 10).group(0)
     r = c.http.post("/v1/chat/completions", json={"messages": user("Hi"), "max_tokens": 2})
     assert r.status_code == 503, r.text
