@@ -14,6 +14,19 @@ if ProcessInfo.processInfo.environment["CI"] != nil {
     swiftSettings.append(.unsafeFlags(["-warnings-as-errors"]))
 }
 
+// TLLM_SANITIZE=fuzzer (scripts/fuzz.sh, in its own --build-path): our code built with libFuzzer's
+// coverage and AddressSanitizer, every executable linked with ASan, `tllm-fuzz` with libFuzzer's
+// driver (TLLM_FUZZER_LIB names libclang_rt.fuzzer_no_main). Dependencies stay uninstrumented.
+let fuzzing = ProcessInfo.processInfo.environment["TLLM_SANITIZE"] == "fuzzer"
+let sanitizedCFlags: [CSetting] = fuzzing ? [.unsafeFlags(["-fsanitize=fuzzer-no-link,address"])] : []
+let sanitizedLinking: [LinkerSetting] = fuzzing ? [.unsafeFlags(["-sanitize=address"])] : []
+if fuzzing {
+    swiftSettings.append(.unsafeFlags(["-sanitize=fuzzer,address"]))
+}
+let fuzzerDriver: [LinkerSetting] =
+    fuzzing
+    ? [.unsafeFlags(["-Xlinker", ProcessInfo.processInfo.environment["TLLM_FUZZER_LIB"] ?? "", "-lstdc++"])] : []
+
 // The compute path (kernels' callers, samplers, the scheduler's step) is optimised even in debug
 // builds: unoptimised Swift there runs ~50x slower, and the tests and the local server run it.
 let optimizedSwiftSettings = swiftSettings + [.unsafeFlags(["-O"])]
@@ -36,6 +49,7 @@ let package = Package(
         .executable(name: "tllm-generate", targets: ["TLLMGenerate"]),
         .executable(name: "tllm.server", targets: ["TLLMServerCommand"]),
         .executable(name: "tllm.client", targets: ["TLLMClientCommand"]),
+        .executable(name: "tllm-fuzz", targets: ["TLLMFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -64,12 +78,12 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]),
 
         // protoc-c output for Protos/schemas.proto; regenerate with scripts/generate-proto.sh.
-        .target(name: "CTLLMProto", dependencies: ["CProtobufC"]),
+        .target(name: "CTLLMProto", dependencies: ["CProtobufC"], cSettings: sanitizedCFlags),
 
         // Hot loops in C: portable reference + SIMD paths chosen at run time.
         .target(
             name: "CTLLMKernels",
-            cSettings: [.unsafeFlags(["-O3"])]),
+            cSettings: [.unsafeFlags(["-O3"])] + sanitizedCFlags),
 
         // gRPC over HTTP/2 (nghttp2 on SwiftNIO), the protocol's messages and the tensor codec.
         .target(
@@ -129,7 +143,9 @@ let package = Package(
             name: "TLLMCluster",
             dependencies: [
                 "TLLMEngine", "TLLMCompute", "TLLMWire", "TLLMModel", "TLLMModelFiles", "TLLMHub", argumentParser,
-                logging, nioCore, nioPosix,
+                logging, nioCore, nioPosix, .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
 
@@ -154,13 +170,13 @@ let package = Package(
         .executableTarget(
             name: "TLLMServerCommand",
             dependencies: ["TLLMServer", argumentParser],
-            swiftSettings: swiftSettings),
+            swiftSettings: swiftSettings, linkerSettings: sanitizedLinking),
 
         // `tllm.client`: runs `ClientCommand` (flags, registration, the worker service) from TLLMCluster.
         .executableTarget(
             name: "TLLMClientCommand",
             dependencies: ["TLLMCluster", argumentParser],
-            swiftSettings: swiftSettings),
+            swiftSettings: swiftSettings, linkerSettings: sanitizedLinking),
 
         // One-machine generation: `tllm-generate`.
         .executableTarget(
@@ -169,26 +185,43 @@ let package = Package(
                 "TLLMModel", "TLLMModelFiles", "TLLMTokenizer", "TLLMChatTemplate", "TLLMCompute", "TLLMHub",
                 argumentParser,
             ],
-            swiftSettings: swiftSettings),
+            swiftSettings: swiftSettings, linkerSettings: sanitizedLinking),
 
         // A small command-line peer: serves or calls the RPCService (interop tests, demos).
         .executableTarget(
             name: "TLLMRPCTool",
             dependencies: ["TLLMWire", argumentParser, nioPosix, logging],
-            swiftSettings: swiftSettings),
+            swiftSettings: swiftSettings, linkerSettings: sanitizedLinking),
 
         // Benchmarks (build with -c release).
         .executableTarget(
             name: "RPCBenchmark",
             dependencies: ["TLLMWire", argumentParser, nioPosix],
             path: "Benchmarks/RPCBenchmark",
-            swiftSettings: swiftSettings),
+            swiftSettings: swiftSettings, linkerSettings: sanitizedLinking),
 
         .executableTarget(
             name: "GenerateBenchmark",
             dependencies: ["TLLMCompute", "TLLMModelFiles", argumentParser],
             path: "Benchmarks/GenerateBenchmark",
+            swiftSettings: swiftSettings, linkerSettings: sanitizedLinking),
+
+        // Fuzz targets (Tests/Fuzz, docs/fuzzing.md): what each input format goes through, and
+        // `tllm-fuzz`, a libFuzzer binary in a TLLM_SANITIZE=fuzzer build, a corpus replayer otherwise.
+        .target(
+            name: "TLLMFuzzTargets",
+            dependencies: [
+                "TLLMServer", "TLLMCluster", "TLLMWire", "TLLMModel", "TLLMModelFiles", "TLLMCompute", "TLLMTokenizer",
+                "TLLMChatTemplate",
+            ],
+            path: "Tests/Fuzz/TLLMFuzzTargets",
             swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "TLLMFuzz",
+            dependencies: ["TLLMFuzzTargets"],
+            path: "Tests/Fuzz/TLLMFuzz",
+            swiftSettings: swiftSettings + (fuzzing ? [.define("TLLM_FUZZING")] : []),
+            linkerSettings: sanitizedLinking + fuzzerDriver),
 
         .testTarget(
             name: "KernelsTests",

@@ -18,12 +18,15 @@ echo "== swift build (debug, with tests)"
 swift build --build-tests 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\] (Compiling|Emitting|Linking|Write|Building)' || true
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "build failed"; exit 1; }
 
+echo "== sanitized build (.build/fuzz: libFuzzer + AddressSanitizer; docs/fuzzing.md)"
+bash scripts/fuzz.sh build || exit 1
+
 logs=$(mktemp -d)
 echo "== swift test"
 swift test --skip-build 2>&1 | tee "$logs/swift.log" | grep -E '✘|Test run|error:' 
 swift_status=${PIPESTATUS[0]}
 
-echo "== pytest (Python peers: grpcio interop; openai / aiohttp against tllm.server; NEON under qemu)"
+echo "== pytest (Python peers: grpcio interop; openai / aiohttp against tllm.server; NEON under qemu; fuzzing)"
 # One invocation, one summary line. Tests/server goes first: both directories have a package-less
 # conftest.py imported as `conftest`, and test_grpc_interop.py does `from conftest import ...`,
 # which must find the interop one (the last conftest pytest loads from the command line).
@@ -31,7 +34,11 @@ TLLM_RPC_BIN="$root/.build/debug/tllm-rpc" \
     TLLM_SERVER_BIN="$root/.build/debug/tllm.server" \
     TLLM_GENERATE_BIN="$root/.build/debug/tllm-generate" \
     TLLM_CLIENT_BIN="$root/.build/debug/tllm.client" \
-    "$venv/bin/python" -m pytest -q Tests/server Tests/neon Tests/interop 2>&1 | tee "$logs/pytest.log" | tail -n 30
+    TLLM_FUZZ_BIN="$root/.build/fuzz/debug/tllm-fuzz" \
+    TLLM_REPLAY_BIN="$root/.build/debug/tllm-fuzz" \
+    TLLM_ASAN_BIN_DIR="$root/.build/fuzz/debug" \
+    ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1" \
+    "$venv/bin/python" -m pytest -q Tests/server Tests/neon Tests/Fuzz Tests/interop 2>&1 | tee "$logs/pytest.log" | tail -n 30
 pytest_status=${PIPESTATUS[0]}
 
 # One closing line over both runners. swift-testing's lines (without ANSI colours, in case it uses them):

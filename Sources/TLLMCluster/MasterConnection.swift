@@ -1,8 +1,8 @@
+import AsyncHTTPClient
 import Foundation
-
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
 
 /// A worker's HTTP conversation with the master (tllm-protocol.md §3): JSON bodies in and out.
 public struct MasterConnection: Sendable {
@@ -29,27 +29,37 @@ public struct MasterConnection: Sendable {
     public func post(_ path: String, _ body: [String: any Sendable], timeout: TimeInterval = 60) async throws
         -> [String: Any]
     {
-        var request = URLRequest(url: baseURL.appendingPathComponent(path), timeoutInterval: timeout)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        if let clusterKey { request.setValue("Bearer \(clusterKey)", forHTTPHeaderField: "Authorization") }
-        request.httpBody = try JSONSerialization.data(withJSONObject: body)
-        let (data, response) = try await URLSession.shared.data(for: request)
-        guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            if status == 401 {
+        var request = HTTPClientRequest(url: baseURL.appendingPathComponent(path).absoluteString)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        if let clusterKey { request.headers.add(name: "Authorization", value: "Bearer \(clusterKey)") }
+        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        let response = try await Self.client.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
+        // A master's answers are a few hundred bytes; a peer that sends more is not one.
+        let data = Data(buffer: try await response.body.collect(upTo: Self.answerLimit))
+        guard response.status.code == 200 else {
+            if response.status.code == 401 {
                 throw PipelineError(
                     "\(path): HTTP 401: the master at \(baseURL) requires the cluster key, and "
                         + (clusterKey == nil ? "this worker has none" : "this worker's differs")
                         + " (--cluster_key, $TLLM_CLUSTER_KEY or the config's \"cluster_key\")")
             }
-            throw PipelineError("\(path): HTTP \(status) \(String(decoding: data, as: UTF8.self))")
+            throw PipelineError("\(path): HTTP \(response.status.code) \(String(decoding: data, as: UTF8.self))")
         }
         guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw PipelineError("\(path): the answer is not a JSON object")
         }
         return object
     }
+
+    private static let answerLimit = 1 << 20
+
+    /// One client for the process, on SwiftNIO. A master never redirects: a redirect is refused.
+    private static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
 
     /// The header of our master's `/health` answer that names its process (new at every start).
     public static let instanceHeader = "tllm-instance"
@@ -63,10 +73,10 @@ public struct MasterConnection: Sendable {
     }
 
     public func health(timeout: TimeInterval = 5) async -> Health {
-        let request = URLRequest(url: baseURL.appendingPathComponent("health"), timeoutInterval: timeout)
-        guard let (_, response) = try? await URLSession.shared.data(for: request),
-            let http = response as? HTTPURLResponse, http.statusCode == 200
+        let request = HTTPClientRequest(url: baseURL.appendingPathComponent("health").absoluteString)
+        guard let response = try? await Self.client.execute(request, timeout: .milliseconds(Int64(timeout * 1000))),
+            response.status.code == 200, (try? await response.body.collect(upTo: Self.answerLimit)) != nil
         else { return .down }
-        return .up(instance: http.value(forHTTPHeaderField: Self.instanceHeader))
+        return .up(instance: response.headers.first(name: Self.instanceHeader))
     }
 }

@@ -129,21 +129,8 @@ public actor WorkerService: RPCServiceProtocol {
         lastContact = .now
         guard shard != nil else { return ForwardResponse(msg: "Model not initialized", status: 500) }
         guard route != nil else { return ForwardResponse(msg: "No route: SetConfig first", status: 500) }
-        guard request.uuidList.count == request.inputIdsList.count, !request.uuidList.isEmpty else {
-            throw RPCError(
-                .invalidArgument,
-                "uuid_list has \(request.uuidList.count) entries, input_ids_list \(request.inputIdsList.count)")
-        }
-        guard Set(request.uuidList).count == request.uuidList.count else {
-            throw RPCError(.invalidArgument, "uuid_list names a request twice")
-        }
+        let sequences = try Self.sequences(of: request)
         guard let tensor = request.hiddenStates else { throw RPCError(.invalidArgument, "hidden_states is missing") }
-        let sequences = zip(request.uuidList, request.inputIdsList).map {
-            SequenceSlice(id: $0, rows: $1.inputIds.count)
-        }
-        guard sequences.allSatisfy({ $0.rows > 0 }) else {
-            throw RPCError(.invalidArgument, "every request needs at least one input id")
-        }
         let rows = sequences.reduce(0) { $0 + $1.rows }
         let (values, overflow) = rows.multipliedReportingOverflow(by: hiddenSize)
         guard !overflow, pendingSteps < maxPendingSteps, pendingValues <= maxPendingValues - values else {
@@ -161,6 +148,26 @@ public actor WorkerService: RPCServiceProtocol {
         pendingValues += decoded.values.count
         jobs.yield(Job(request: request, hidden: decoded.values, sequences: sequences))
         return ForwardResponse(msg: "Forward Completed", status: 200)
+    }
+
+    /// A step's sequences, one per uuid with as many rows as its input ids; INVALID_ARGUMENT for
+    /// lists of different lengths, a repeated uuid or a request without ids.
+    package static func sequences(of request: ForwardRequest) throws(RPCError) -> [SequenceSlice] {
+        guard request.uuidList.count == request.inputIdsList.count, !request.uuidList.isEmpty else {
+            throw RPCError(
+                .invalidArgument,
+                "uuid_list has \(request.uuidList.count) entries, input_ids_list \(request.inputIdsList.count)")
+        }
+        guard Set(request.uuidList).count == request.uuidList.count else {
+            throw RPCError(.invalidArgument, "uuid_list names a request twice")
+        }
+        let sequences = zip(request.uuidList, request.inputIdsList).map {
+            SequenceSlice(id: $0, rows: $1.inputIds.count)
+        }
+        guard sequences.allSatisfy({ $0.rows > 0 }) else {
+            throw RPCError(.invalidArgument, "every request needs at least one input id")
+        }
+        return sequences
     }
 
     private func run(_ job: Job) async {

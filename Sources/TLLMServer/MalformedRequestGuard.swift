@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -17,12 +18,28 @@ import NIOHTTP1
 /// It also keeps an upgrade to `/ws/monitor` without the API key from reaching the upgrader
 /// (which can only refuse with an empty 400): the request goes on as a plain GET, and the
 /// router's middleware answers 401 in OpenAI's shape like on every other route.
+///
+/// And it caps the connections open at once (`--max_connections`): one past the cap is answered
+/// 503 with `Retry-After` in OpenAI's shape and closed before anything of it is parsed.
 struct MalformedRequestGuard<Inner: ServerChildChannel>: ServerChildChannel {
     let inner: Inner
     let apiKey: String?
+    let connections: ConnectionLimit
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Inner.Value> {
-        inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+        guard connections.enter() else {
+            logger.warning(
+                "refused a connection from \(channel.remoteAddress?.description ?? "?"): \(connections.limit) are open (--max_connections)"
+            )
+            // Set up as usual (the server expects a value), but the refusal sits first in the
+            // pipeline: it answers 503 and lets nothing through to HTTP.
+            return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+                try channel.pipeline.syncOperations.addHandler(OverCapacityAnswer(), position: .first)
+                return value
+            }
+        }
+        channel.closeFuture.whenComplete { _ in connections.leave() }
+        return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
             let writer = RawAnswerWriter()
             let operations = channel.pipeline.syncOperations
             try operations.addHandler(writer, position: .first)
@@ -40,10 +57,79 @@ struct MalformedRequestGuard<Inner: ServerChildChannel>: ServerChildChannel {
     }
 }
 
+/// How many HTTP connections are open, against `--max_connections`.
+final class ConnectionLimit: Sendable {
+    let limit: Int
+    private let open = NIOLockedValueBox(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    var openConnections: Int { open.withLockedValue { $0 } }
+
+    /// Counts a new connection in; false (nothing counted) when `limit` are open.
+    func enter() -> Bool {
+        open.withLockedValue { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func leave() { open.withLockedValue { $0 -= 1 } }
+
+}
+
+/// A connection over `--max_connections`: 503 with `Retry-After` in OpenAI's shape, written
+/// straight to the socket once it is active, then no more writes, and the close a moment later
+/// (closing at once with the client's request unread would reset the connection and lose the
+/// answer). What the client sends is read and dropped.
+final class OverCapacityAnswer: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    typealias OutboundIn = NIOAny
+    private var answered = false
+
+    static let answer: String = {
+        let body =
+            #"{"error":{"message":"The server has too many open connections; retry shortly.","#
+            + #""type":"server_error","param":null,"code":"too_many_connections"}}"#
+        return "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+            + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    }()
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { answer(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        answer(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    /// Nothing from the HTTP handlers behind reaches the socket.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        promise?.fail(ChannelError.outputClosed)
+    }
+
+    private func answer(_ context: ChannelHandlerContext) {
+        guard !answered else { return }
+        answered = true
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(ByteBuffer(string: Self.answer))).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension OverCapacityAnswer: Sendable {}
+
 extension HTTPServerBuilder {
     /// HTTP/1 with the WebSocket upgrade, behind `MalformedRequestGuard`.
     static func guardedHTTP1WebSocketUpgrade(
-        apiKey: String?, configuration: HTTP1WebSocketUpgradeChannel.Configuration,
+        apiKey: String?, connections: ConnectionLimit, configuration: HTTP1WebSocketUpgradeChannel.Configuration,
         shouldUpgrade:
             @escaping @Sendable (HTTPRequest, any Channel, Logger) throws -> ShouldUpgradeResult<
                 WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>
@@ -53,7 +139,7 @@ extension HTTPServerBuilder {
             MalformedRequestGuard(
                 inner: HTTP1WebSocketUpgradeChannel(
                     responder: responder, configuration: configuration, shouldUpgrade: shouldUpgrade),
-                apiKey: apiKey)
+                apiKey: apiKey, connections: connections)
         }
     }
 }

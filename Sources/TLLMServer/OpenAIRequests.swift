@@ -1,4 +1,5 @@
 import Foundation
+import TLLMChatTemplate
 import TLLMCompute
 
 /// `stop` of OpenAI: one string or a list of strings.
@@ -20,7 +21,7 @@ struct StopSequences: Decodable {
 }
 
 /// The fields chat and text completions share: limits, sampling, stops, streaming.
-struct GenerationFields: Decodable {
+package struct GenerationFields: Decodable {
     var model: String?
     var maxTokens: Int?
     var maxCompletionTokens: Int?
@@ -62,7 +63,7 @@ struct GenerationFields: Decodable {
 
     /// Range checks of OpenAI's API (and vLLM's for its extensions); a clear 400 for each.
     /// Every number here came from the network: nothing is converted before it is checked.
-    func validate(vocabularySize: Int) throws(APIError) {
+    package func validate(vocabularySize: Int) throws(APIError) {
         if let n, n != 1 {
             throw .invalid("Only n = 1 is supported (got n = \(n)).", param: "n", code: "unsupported_value")
         }
@@ -138,16 +139,66 @@ struct GenerationFields: Decodable {
 }
 
 /// `POST /v1/chat/completions`.
-struct ChatCompletionRequest: Decodable {
+package struct ChatCompletionRequest: Decodable {
     var messages: [ChatMessage]
-    var fields: GenerationFields
+    package var fields: GenerationFields
 
     enum CodingKeys: String, CodingKey { case messages }
 
-    init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         messages = try container.decode([ChatMessage].self, forKey: .messages)
         fields = try GenerationFields(from: decoder)
+    }
+}
+
+extension ChatCompletionRequest {
+    /// The messages as the chat template sees them (`developer` is `system`), and the bytes of
+    /// their content; a 400 for an empty list, an unknown role or a missing content.
+    package func templateMessages() throws(APIError) -> (messages: [TemplateValue], contentBytes: Int) {
+        guard !messages.isEmpty else {
+            throw .invalid("'messages' must contain at least one message.", param: "messages")
+        }
+        var values: [TemplateValue] = []
+        var contentBytes = 0
+        for (index, message) in messages.enumerated() {
+            guard ChatMessage.roles.contains(message.role) else {
+                throw .invalid(
+                    "Invalid value for 'messages[\(index)].role': '\(message.role)'; expected one of system, user, "
+                        + "assistant, developer, tool.", param: "messages[\(index)].role", code: "invalid_value")
+            }
+            guard let content = message.content else {
+                throw .invalid(
+                    "Missing required parameter: 'messages[\(index)].content'.", param: "messages[\(index)].content",
+                    code: "missing_required_parameter")
+            }
+            let role = message.role == "developer" ? "system" : message.role
+            contentBytes += content.utf8.count
+            values.append(.dictionary(["role": .string(role), "content": .string(content)]))
+        }
+        return (values, contentBytes)
+    }
+}
+
+extension CompletionRequest {
+    /// A prompt given as token ids, each checked against the vocabulary (nil for a text prompt).
+    package func promptTokens(vocabularySize: Int) throws(APIError) -> [Int32]? {
+        guard case .tokens(let tokens) = prompt else { return nil }
+        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
+            throw .invalid("Token id \(bad) is outside the vocabulary (0..<\(vocabularySize)).", param: "prompt")
+        }
+        return tokens
+    }
+}
+
+/// Decodes a JSON request body; a body that does not decode is a 400 naming the field.
+package func decodeRequestBody<Body: Decodable>(_ data: Data, as type: Body.Type = Body.self) throws(APIError) -> Body {
+    do {
+        return try JSONDecoder().decode(Body.self, from: data)
+    } catch let error as DecodingError {
+        throw APIError(decoding: error)
+    } catch {
+        throw .invalid("The body is not valid JSON: \(error)")
     }
 }
 
@@ -207,7 +258,7 @@ struct IndexKey: CodingKey {
 }
 
 /// `POST /v1/completions`: a raw prompt, no chat template.
-struct CompletionRequest: Decodable {
+package struct CompletionRequest: Decodable {
     /// The prompt as text or as token ids.
     enum Prompt {
         case text(String)
@@ -216,11 +267,11 @@ struct CompletionRequest: Decodable {
 
     var prompt: Prompt
     var echo: Bool?
-    var fields: GenerationFields
+    package var fields: GenerationFields
 
     enum CodingKeys: String, CodingKey { case prompt, echo }
 
-    init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         echo = try container.decodeIfPresent(Bool.self, forKey: .echo)
         fields = try GenerationFields(from: decoder)

@@ -227,26 +227,7 @@ public struct OpenAIService: Sendable {
     private func chatCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let body: ChatCompletionRequest = try await decode(request)
         try body.fields.validate(vocabularySize: vocabularySize)
-        guard !body.messages.isEmpty else {
-            throw APIError.invalid("'messages' must contain at least one message.", param: "messages")
-        }
-        var messages: [TemplateValue] = []
-        var contentBytes = 0
-        for (index, message) in body.messages.enumerated() {
-            guard ChatMessage.roles.contains(message.role) else {
-                throw APIError.invalid(
-                    "Invalid value for 'messages[\(index)].role': '\(message.role)'; expected one of system, user, "
-                        + "assistant, developer, tool.", param: "messages[\(index)].role", code: "invalid_value")
-            }
-            guard let content = message.content else {
-                throw APIError.invalid(
-                    "Missing required parameter: 'messages[\(index)].content'.", param: "messages[\(index)].content",
-                    code: "missing_required_parameter")
-            }
-            let role = message.role == "developer" ? "system" : message.role
-            contentBytes += content.utf8.count
-            messages.append(.dictionary(["role": .string(role), "content": .string(content)]))
-        }
+        let (messages, contentBytes) = try body.templateMessages()
         try refuseIfProvablyTooLong(textBytes: contentBytes, param: "messages")
         let prompt: [Int32]
         do {
@@ -268,14 +249,9 @@ public struct OpenAIService: Sendable {
             try refuseIfProvablyTooLong(textBytes: text.utf8.count, param: "prompt")
             prompt = bundle.tokenizer.encode(text, addSpecialTokens: true)
             echo = body.echo == true ? text : nil
-        case .tokens(let tokens):
-            let vocabulary = bundle.weights.configuration.vocabularySize
-            if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
-                throw APIError.invalid(
-                    "Token id \(bad) is outside the vocabulary (0..<\(vocabulary)).", param: "prompt")
-            }
-            prompt = tokens
-            echo = body.echo == true ? bundle.tokenizer.decode(tokens) : nil
+        case .tokens:
+            prompt = try body.promptTokens(vocabularySize: vocabularySize) ?? []
+            echo = body.echo == true ? bundle.tokenizer.decode(prompt) : nil
         }
         guard !prompt.isEmpty else { throw APIError.invalid("The prompt is empty.", param: "prompt") }
         return try await complete(
@@ -410,11 +386,7 @@ public struct OpenAIService: Sendable {
                 .contentTooLarge, "The request body is larger than the limit of \(options.maxBodyBytes) bytes.",
                 code: "request_too_large")
         }
-        do {
-            return try JSONDecoder().decode(Body.self, from: Data(buffer.readableBytesView))
-        } catch let error as DecodingError {
-            throw APIError(decoding: error)
-        }
+        return try decodeRequestBody(Data(buffer.readableBytesView))
     }
 
     static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {

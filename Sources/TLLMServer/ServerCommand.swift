@@ -116,7 +116,7 @@ public struct ServerCommand: AsyncParsableCommand {
         let app = Application(
             router: service.makeRouter(),
             server: .guardedHTTP1WebSocketUpgrade(
-                apiKey: apiKey,
+                apiKey: apiKey, connections: ConnectionLimit(limit: options.maxConnections),
                 configuration: .init(
                     http1: .init(
                         additionalChannelHandlers: [ClientDisconnectHandler()],

@@ -94,6 +94,11 @@ public struct ServerOptions: ParsableArguments, Sendable {
     public var idleTimeout: Double = 120
 
     @Option(
+        name: .customLong("max_connections"),
+        help: "HTTP connections open at once; one more is answered 503 with Retry-After and closed.")
+    public var maxConnections: Int = 512
+
+    @Option(
         name: .customLong("api_key"),
         help: ArgumentHelp(
             "Require 'Authorization: Bearer <key>' on every route but /, /health and /version (default: "
@@ -157,6 +162,9 @@ public struct ServerOptions: ParsableArguments, Sendable {
         guard maxQueue >= 0 else { throw ValidationError("--max_queue must not be negative") }
         guard idleTimeout > 0, idleTimeout <= 86400 else {
             throw ValidationError("--idle_timeout must be in (0, 86400]")
+        }
+        guard maxConnections >= 1, maxConnections <= 1_000_000 else {
+            throw ValidationError("--max_connections must be in [1, 1000000]")
         }
         if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max_model_len must be at least 2") }
         if let clientSize, clientSize < 1 { throw ValidationError("--client_size must be at least 1") }

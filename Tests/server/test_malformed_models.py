@@ -18,6 +18,11 @@ Two positive controls per format (the unmodified rewrite of the GGUF, GGUF versi
 Hugging Face directory) must load and generate (exit 0): they prove that the writers here make
 valid files, so that each malformed case differs from a valid file only by its defect.
 
+Every case runs twice: on the debug binaries and on AddressSanitizer builds of the same
+binaries (`scripts/fuzz.sh build` makes them in .build/fuzz/debug; TLLM_ASAN_BIN_DIR names that
+directory, as scripts/test.sh does), where any report of the sanitizer is a failure. Without
+TLLM_ASAN_BIN_DIR the ASan runs are skipped, except under CI, where they fail.
+
 Run:  python -m pytest -q Tests/server/test_malformed_models.py   (fixtures from conftest.py)
 """
 
@@ -48,7 +53,7 @@ LOAD_TIMEOUT = 30.0  # seconds for one load to fail (or, for the controls, to ge
 # Exit codes a shell reports for a signal (128 + n): SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE,
 # SIGKILL (the OOM killer), SIGSEGV. Python reports a signal itself as a negative code.
 SIGNAL_EXIT_CODES = {128 + s for s in (4, 5, 6, 7, 8, 9, 11)}
-CRASH_MARKERS = ("Fatal error", "*** Program crashed", "*** Signal ")
+CRASH_MARKERS = ("Fatal error", "*** Program crashed", "*** Signal ", "AddressSanitizer")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER_FIXTURES = REPO_ROOT / "Tests" / "TLLMTokenizerTests" / "Fixtures"
@@ -533,14 +538,44 @@ def _expected_tensor(case: Case, g: Gguf, path: Path) -> str | None:
     return case.tensor
 
 
+@pytest.fixture(params=["debug", "asan"])
+def build_flavour(request) -> str:
+    if request.param == "asan" and not os.environ.get("TLLM_ASAN_BIN_DIR"):
+        message = "no ASan build: run scripts/fuzz.sh build and set TLLM_ASAN_BIN_DIR=.build/fuzz/debug"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return request.param
+
+
+def _flavoured(flavour: str, debug_binary: Path, name: str) -> Path:
+    if flavour == "debug":
+        return debug_binary
+    path = Path(os.environ["TLLM_ASAN_BIN_DIR"]) / name
+    assert path.exists(), f"{path} is missing: run scripts/fuzz.sh build"
+    return path
+
+
+@pytest.fixture
+def loader_bin(build_flavour, generate_bin) -> Path:
+    """tllm-generate, plain or under AddressSanitizer."""
+    return _flavoured(build_flavour, generate_bin, "tllm-generate")
+
+
+@pytest.fixture
+def loader_server_bin(build_flavour, server_bin) -> Path:
+    """tllm.server, plain or under AddressSanitizer."""
+    return _flavoured(build_flavour, server_bin, "tllm.server")
+
+
 def _names(path: Path) -> list[str]:
     return [str(path), path.name]
 
 
 @pytest.mark.parametrize("case", GGUF_CASES, ids=lambda c: c.id)
-def test_gguf(case: Case, gguf_model, generate_bin, case_dir):
+def test_gguf(case: Case, gguf_model, loader_bin, case_dir):
     path = case.make(gguf_model, case_dir)
-    outcome = run_generate(generate_bin, path)
+    outcome = run_generate(loader_bin, path)
     if case.valid:
         assert_loads(case.id, outcome)
     else:
@@ -548,9 +583,9 @@ def test_gguf(case: Case, gguf_model, generate_bin, case_dir):
 
 
 @pytest.mark.parametrize("case", [c for c in GGUF_CASES if c.server], ids=lambda c: c.id)
-def test_gguf_server(case: Case, gguf_model, server_bin, case_dir):
+def test_gguf_server(case: Case, gguf_model, loader_server_bin, case_dir):
     path = case.make(gguf_model, case_dir)
-    outcome = run_server(server_bin, path, case_dir)
+    outcome = run_server(loader_server_bin, path, case_dir)
     assert_clean_failure(f"server {case.id}", outcome, _names(path), _expected_tensor(case, gguf_model, path))
 
 
@@ -829,9 +864,9 @@ def _hf_expected_tensor(case: Case, outcome: Outcome) -> str | None:
 
 
 @pytest.mark.parametrize("case", HF_CASES, ids=lambda c: c.id)
-def test_huggingface_directory(case: Case, generate_bin, case_dir):
+def test_huggingface_directory(case: Case, loader_bin, case_dir):
     path = case.make(None, case_dir)
-    outcome = run_generate(generate_bin, path)
+    outcome = run_generate(loader_bin, path)
     if case.valid:
         assert_loads(case.id, outcome)
     else:
@@ -839,7 +874,7 @@ def test_huggingface_directory(case: Case, generate_bin, case_dir):
 
 
 @pytest.mark.parametrize("case", [c for c in HF_CASES if c.server], ids=lambda c: c.id)
-def test_huggingface_directory_server(case: Case, server_bin, case_dir):
+def test_huggingface_directory_server(case: Case, loader_server_bin, case_dir):
     path = case.make(None, case_dir)
-    outcome = run_server(server_bin, path, case_dir)
+    outcome = run_server(loader_server_bin, path, case_dir)
     assert_clean_failure(f"server {case.id}", outcome, case.names(path), _hf_expected_tensor(case, outcome))

@@ -321,3 +321,80 @@ def test_openblas_uses_the_cpus_vector_kernels(server):
         has_avx2 = " avx2" in f.read()
     if has_avx2 and "OPENBLAS_CORETYPE" not in os.environ:
         assert m.group(1).lower() not in PRE_AVX2_CORES, f"OpenBLAS runs its {m.group(1)} kernels on an AVX2 CPU"
+
+
+# --------------------------------------------------------------------------
+# --max_connections
+
+
+def _read_answer(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server writes until it closes (or `timeout` passes)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_max_connections_503_then_serves_again(start_server):
+    """Four idle connections fill a cap of 4: the fifth is answered 503 (Retry-After, OpenAI's
+    error shape) and closed; once connections close, requests are served again."""
+    s = start_server("max-connections", max_connections=4)
+    holders = [socket.create_connection(("127.0.0.1", s.port), timeout=5) for _ in range(4)]
+    try:
+        # The server counts a connection when it sets it up: an answered request on each shows
+        # that all four are in (keep-alive keeps them open).
+        for h in holders:
+            h.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_first_response(h).startswith(b"HTTP/1.1 200"), "a holder was not served"
+        extra = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = _read_answer(extra, timeout=10)
+        extra.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503"), answer[:300]
+        assert b"\r\nretry-after: 1" in head.lower(), head
+        assert check_error_shape(json.loads(body))["code"] == "too_many_connections", body
+    finally:
+        # Two slots free: one for each request below, one to spare for the connection before
+        # it, which the server may count out a moment after the client saw it close.
+        holders.pop().close()
+        holders.pop().close()
+    try:
+        # The freed slot is counted out when the server sees the close: poll until it is.
+        def served() -> bool:
+            with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+                c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                return _read_answer(c, timeout=5).startswith(b"HTTP/1.1 200")
+
+        assert wait_until(served, timeout=10), "no request served within 10 s after a connection closed"
+        assert_serving(s.client(), _served_model(s))
+    finally:
+        for h in holders:
+            h.close()
+
+
+def _read_first_response(sock: socket.socket) -> bytes:
+    """One `/health` response on a keep-alive connection (headers plus its Content-Length body)."""
+    sock.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1)) if b"ength" in head else 0
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return data

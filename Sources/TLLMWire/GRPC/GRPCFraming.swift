@@ -23,8 +23,8 @@ public enum GRPCLimits {
 ///
 /// A gRPC message is `compressed-flag (1 byte) | length (4 bytes, big-endian) | bytes`.
 /// We support identity encoding only, as the protocol does.
-struct GRPCMessageAssembler {
-    enum Failure: Error, Equatable {
+package struct GRPCMessageAssembler {
+    package enum Failure: Error, Equatable {
         case tooLarge(Int, limit: Int)
         case compressedWithoutEncoding
         case truncated(expected: Int, received: Int)
@@ -40,13 +40,13 @@ struct GRPCMessageAssembler {
     let maximumBytes: Int
     let compressionAllowed: Bool
 
-    init(maximumBytes: Int = GRPCLimits.maximumMessageBytes, compressionAllowed: Bool = false) {
+    package init(maximumBytes: Int = GRPCLimits.maximumMessageBytes, compressionAllowed: Bool = false) {
         self.maximumBytes = maximumBytes
         self.compressionAllowed = compressionAllowed
     }
 
     /// Appends bytes; stops accepting (and remembers why) at the first problem.
-    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+    package mutating func append(_ bytes: UnsafeRawBufferPointer) {
         var bytes = bytes[...]
         while failure == nil && !bytes.isEmpty {
             if let declared = declaredLength {
@@ -95,7 +95,7 @@ struct GRPCMessageAssembler {
     var reservedBytes: Int { body?.capacity ?? 0 }
 
     /// The message once the peer ended the stream: exactly one, complete.
-    func finish() -> Result<ByteBuffer, Failure> {
+    package func finish() -> Result<ByteBuffer, Failure> {
         if let failure { return .failure(failure) }
         if let declared = declaredLength {
             return .failure(.truncated(expected: declared, received: body?.readableBytes ?? 0))
@@ -108,7 +108,7 @@ struct GRPCMessageAssembler {
 
 extension GRPCMessageAssembler.Failure {
     /// The status a receiver answers for this failure.
-    var rpcError: RPCError {
+    package var rpcError: RPCError {
         switch self {
         case .tooLarge(let length, let limit):
             return RPCError(.resourceExhausted, "message of \(length) bytes exceeds the limit of \(limit) bytes")
