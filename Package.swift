@@ -61,6 +61,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // System libraries (Debian -dev packages), found through pkg-config.
@@ -91,6 +92,7 @@ let package = Package(
             dependencies: [
                 "CNGHTTP2", "CProtobufC", "CTLLMProto", "CLZ4", "CTLLMKernels",
                 nioCore, nioPosix, logging, .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings),
 
@@ -146,6 +148,7 @@ let package = Package(
                 logging, nioCore, nioPosix, .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings),
 
@@ -158,6 +161,8 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -190,7 +195,7 @@ let package = Package(
         // A small command-line peer: serves or calls the RPCService (interop tests, demos).
         .executableTarget(
             name: "TLLMRPCTool",
-            dependencies: ["TLLMWire", argumentParser, nioPosix, logging],
+            dependencies: ["TLLMWire", "TLLMCluster", argumentParser, nioPosix, logging],
             swiftSettings: swiftSettings, linkerSettings: sanitizedLinking),
 
         // Benchmarks (build with -c release).

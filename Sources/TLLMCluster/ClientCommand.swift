@@ -42,6 +42,8 @@ public struct ClientCommand: AsyncParsableCommand {
 
     @OptionGroup public var key: ClusterKeyOptions
 
+    @OptionGroup public var tls: TLSOptions
+
     /// The cluster key after `--cluster_key`, the environment and `--config`.
     var clusterKey: String?
 
@@ -115,8 +117,13 @@ public struct ClientCommand: AsyncParsableCommand {
         OpenBLASKernel.selectForThisCPU()
         var logger = Logger(label: "tllm.client")
         logger.logLevel = isDebug ? .debug : .info
-        let master = try MasterConnection(address: masterAddress ?? "", clusterKey: clusterKey)
-        let security = GRPCSecurity(clusterKey: clusterKey)
+        let tlsContexts = try tls.contexts()
+        if let tlsContexts, tlsContexts.server == nil {
+            throw ValidationError("--tls_ca needs --tls_cert and --tls_key: a worker serves TLS itself")
+        }
+        let master = try MasterConnection(
+            address: masterAddress ?? "", clusterKey: clusterKey, tls: tlsContexts?.httpClientConfiguration)
+        let security = GRPCSecurity(clusterKey: clusterKey, tls: tlsContexts)
         let service = WorkerService(security: security, logger: logger)
         let server = GRPCServer(
             methods: service.grpcMethods, limits: service.grpcLimits, security: security, logger: logger)

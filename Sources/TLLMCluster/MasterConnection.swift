@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import NIOSSL
 
 /// A worker's HTTP conversation with the master (tllm-protocol.md §3): JSON bodies in and out.
 public struct MasterConnection: Sendable {
@@ -10,12 +11,16 @@ public struct MasterConnection: Sendable {
     public let baseURL: URL
     /// Sent as `Authorization: Bearer KEY` with registration requests.
     public let clusterKey: String?
+    /// For an `https` master: the CA to verify it against (and a certificate to present).
+    public let tls: TLSConfiguration?
 
-    /// `address` may be `http://host:port`, `host:port` or a bare host (port 8022).
-    public init(address: String, clusterKey: String? = nil) throws {
+    /// `address` may be `http(s)://host:port`, `host:port` or a bare host (port 8022); without a
+    /// scheme it is `https` when `tls` is given.
+    public init(address: String, clusterKey: String? = nil, tls: TLSConfiguration? = nil) throws {
         self.clusterKey = clusterKey
+        self.tls = tls
         var text = address
-        if !text.contains("://") { text = "http://" + text }
+        if !text.contains("://") { text = (tls == nil ? "http://" : "https://") + text }
         guard var components = URLComponents(string: text), components.host != nil else {
             throw PipelineError("not a master address: \(address) (expected http://HOST:PORT)")
         }
@@ -34,6 +39,7 @@ public struct MasterConnection: Sendable {
         request.headers.add(name: "Content-Type", value: "application/json")
         if let clusterKey { request.headers.add(name: "Authorization", value: "Bearer \(clusterKey)") }
         request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        request.tlsConfiguration = tls
         let response = try await Self.client.execute(request, timeout: .milliseconds(Int64(timeout * 1000)))
         // A master's answers are a few hundred bytes; a peer that sends more is not one.
         let data = Data(buffer: try await response.body.collect(upTo: Self.answerLimit))
@@ -73,7 +79,8 @@ public struct MasterConnection: Sendable {
     }
 
     public func health(timeout: TimeInterval = 5) async -> Health {
-        let request = HTTPClientRequest(url: baseURL.appendingPathComponent("health").absoluteString)
+        var request = HTTPClientRequest(url: baseURL.appendingPathComponent("health").absoluteString)
+        request.tlsConfiguration = tls
         guard let response = try? await Self.client.execute(request, timeout: .milliseconds(Int64(timeout * 1000))),
             response.status.code == 200, (try? await response.body.collect(upTo: Self.answerLimit)) != nil
         else { return .down }

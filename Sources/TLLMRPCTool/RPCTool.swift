@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import TLLMCluster
 import TLLMWire
 
 /// `tllm-rpc`: serve or call the tllm `RPCService` from the command line.
@@ -26,6 +27,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("unix"), help: "Unix domain socket path to listen on.")
     var unix: [String] = []
 
+    @OptionGroup var tls: TLSOptions
+
     func validate() throws {
         if tcp.isEmpty && unix.isEmpty { throw ValidationError("give at least one --listen or --unix") }
     }
@@ -40,7 +43,11 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("--listen \(text): \(error.message)")
             }
         }
-        let server = GRPCServer(methods: RelayService().grpcMethods)
+        let security = GRPCSecurity(tls: try tls.contexts())
+        if let contexts = security.tls, contexts.server == nil {
+            throw ValidationError("--tls_ca alone cannot serve: give --tls_cert and --tls_key")
+        }
+        let server = GRPCServer(methods: RelayService(security: security).grpcMethods, security: security)
         let bound = try await server.start(addresses)
         for address in bound {
             if let port = address.port {
@@ -113,12 +120,15 @@ struct Call: AsyncParsableCommand {
     @Option(help: "Deadline of the call in seconds.")
     var timeout: Double = 30
 
+    @OptionGroup var tls: TLSOptions
+
     func run() async throws {
         guard let rpcMethod = RPCServiceMethod(rawValue: method) else {
             throw ValidationError("unknown method \(method); use one of \(RPCServiceMethod.allCases.map(\.rawValue))")
         }
         var body = try RequestJSON(json)
-        let client = RPCServiceClient(channel: try GRPCChannel(target: target))
+        let client = RPCServiceClient(
+            channel: try GRPCChannel(target: target, security: GRPCSecurity(tls: try tls.contexts())))
         let deadline = TimeAmount.nanoseconds(Int64(timeout * 1e9))
         let response: any MessageStatusResponse
         do {

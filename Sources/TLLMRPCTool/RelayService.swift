@@ -3,6 +3,11 @@ import TLLMWire
 
 /// A worker with identity layers: validates the tensor, acknowledges, relays it onward.
 actor RelayService: RPCServiceProtocol {
+    /// What the relay's own channels use (TLS when the tool serves TLS).
+    let security: GRPCSecurity
+
+    init(security: GRPCSecurity = .none) { self.security = security }
+
     private var next: RPCServiceClient?
     private let logger = Logger(label: "tllm.rpc.relay")
 
@@ -20,7 +25,7 @@ actor RelayService: RPCServiceProtocol {
             next = nil
         } else {
             do {
-                next = RPCServiceClient(channel: try GRPCChannel(target: request.forwardURL))
+                next = RPCServiceClient(channel: try GRPCChannel(target: request.forwardURL, security: security))
             } catch {
                 throw RPCError(.invalidArgument, "forward_url: \(error.message)")
             }

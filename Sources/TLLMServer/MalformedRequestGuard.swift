@@ -1,10 +1,12 @@
 import Hummingbird
 import HummingbirdCore
+import HummingbirdTLS
 import HummingbirdWebSocket
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Answers a request that HTTP/1 cannot parse with 400 and closes its connection.
 ///
@@ -34,7 +36,7 @@ struct MalformedRequestGuard<Inner: ServerChildChannel>: ServerChildChannel {
             // Set up as usual (the server expects a value), but the refusal sits first in the
             // pipeline: it answers 503 and lets nothing through to HTTP.
             return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
-                try channel.pipeline.syncOperations.addHandler(OverCapacityAnswer(), position: .first)
+                try channel.pipeline.syncOperations.addHandler(OverCapacityAnswer(), position: Self.front(channel))
                 return value
             }
         }
@@ -42,7 +44,7 @@ struct MalformedRequestGuard<Inner: ServerChildChannel>: ServerChildChannel {
         return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
             let writer = RawAnswerWriter()
             let operations = channel.pipeline.syncOperations
-            try operations.addHandler(writer, position: .first)
+            try operations.addHandler(writer, position: Self.front(channel))
             try operations.addHandler(ParseErrorAnswer(writer: writer, logger: logger), position: .last)
             if let apiKey {
                 let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
@@ -50,6 +52,14 @@ struct MalformedRequestGuard<Inner: ServerChildChannel>: ServerChildChannel {
             }
             return value
         }
+    }
+
+    /// Where the raw writers go: first, or right after TLS (their bytes must be encrypted).
+    private static func front(_ channel: any Channel) -> ChannelPipeline.SynchronousOperations.Position {
+        guard let tls = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) else {
+            return .first
+        }
+        return .after(tls)
     }
 
     func handle(value: Inner.Value, logger: Logger) async {
@@ -128,18 +138,22 @@ extension OverCapacityAnswer: Sendable {}
 
 extension HTTPServerBuilder {
     /// HTTP/1 with the WebSocket upgrade, behind `MalformedRequestGuard`.
+    /// With `tls`, the connection speaks TLS first (HummingbirdTLS) and the guard's raw
+    /// answers go through it.
     static func guardedHTTP1WebSocketUpgrade(
-        apiKey: String?, connections: ConnectionLimit, configuration: HTTP1WebSocketUpgradeChannel.Configuration,
+        apiKey: String?, connections: ConnectionLimit, tls: TLSConfiguration?,
+        configuration: HTTP1WebSocketUpgradeChannel.Configuration,
         shouldUpgrade:
             @escaping @Sendable (HTTPRequest, any Channel, Logger) throws -> ShouldUpgradeResult<
                 WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>
             >
     ) -> HTTPServerBuilder {
         .init { responder in
-            MalformedRequestGuard(
-                inner: HTTP1WebSocketUpgradeChannel(
-                    responder: responder, configuration: configuration, shouldUpgrade: shouldUpgrade),
-                apiKey: apiKey, connections: connections)
+            let http = HTTP1WebSocketUpgradeChannel(
+                responder: responder, configuration: configuration, shouldUpgrade: shouldUpgrade)
+            guard let tls else { return MalformedRequestGuard(inner: http, apiKey: apiKey, connections: connections) }
+            return MalformedRequestGuard(
+                inner: try TLSChannel(http, tlsConfiguration: tls), apiKey: apiKey, connections: connections)
         }
     }
 }

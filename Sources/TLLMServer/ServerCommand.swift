@@ -51,7 +51,11 @@ public struct ServerCommand: AsyncParsableCommand {
         let masterService = MasterService(
             inbox: inbox, hiddenSize: configuration.hiddenSize, maxRequests: options.maxBatchSize,
             maxRows: options.maxBatchTokens)
-        let security = GRPCSecurity(clusterKey: options.clusterKey)
+        let tls = try options.tls.contexts()
+        if let tls, tls.server == nil {
+            throw ValidationError("--tls_ca needs --tls_cert and --tls_key: a master serves TLS itself")
+        }
+        let security = GRPCSecurity(clusterKey: options.clusterKey, tls: tls)
         let grpcServer = GRPCServer(
             methods: masterService.grpcMethods, limits: masterService.grpcLimits, security: security, logger: logger)
         let grpcAddresses = try await grpcServer.start([
@@ -112,11 +116,13 @@ public struct ServerCommand: AsyncParsableCommand {
             metrics: MetricsEndpoint(registry: metricsRegistry, cache: pipeline.kvCache), logger: logger)
         let host = options.hostname ?? Self.anyAddress
         let serverLogger = logger
+        let scheme = tls == nil ? "http" : "https"
         let apiKey = options.apiKey
         let app = Application(
             router: service.makeRouter(),
             server: .guardedHTTP1WebSocketUpgrade(
                 apiKey: apiKey, connections: ConnectionLimit(limit: options.maxConnections),
+                tls: tls?.httpServerConfiguration,
                 configuration: .init(
                     http1: .init(
                         additionalChannelHandlers: [ClientDisconnectHandler()],
@@ -137,7 +143,7 @@ public struct ServerCommand: AsyncParsableCommand {
             configuration: ApplicationConfiguration(
                 address: .hostname(host, port: options.resolvedHTTPPort), serverName: "tllm"),
             onServerRunning: { channel in
-                serverLogger.info("serving \(bundle.name) on http://\(channel.localAddress?.description ?? host)")
+                serverLogger.info("serving \(bundle.name) on \(scheme)://\(channel.localAddress?.description ?? host)")
             },
             logger: logger)
         // SIGTERM / SIGINT: Hummingbird stops accepting and waits for in-flight requests; ending

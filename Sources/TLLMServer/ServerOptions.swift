@@ -108,6 +108,8 @@ public struct ServerOptions: ParsableArguments, Sendable {
 
     @OptionGroup public var key: ClusterKeyOptions
 
+    @OptionGroup public var tls: TLSOptions
+
     /// The cluster key after `--cluster_key`, the environment and `--config` (set by `validate`).
     public var clusterKey: String?
 

@@ -278,8 +278,8 @@ def tllm_rpc_bin() -> Path:
 class SwiftServer:
     """A running `tllm-rpc serve`, started with the given listeners."""
 
-    def __init__(self, binary: Path, listen=(), unix=(), log_dir: Path | None = None):
-        args = [str(binary), "serve"]
+    def __init__(self, binary: Path, listen=(), unix=(), log_dir: Path | None = None, extra_args=()):
+        args = [str(binary), "serve", *extra_args]
         for a in listen:
             args += ["--listen", a]
         for u in unix:
@@ -425,10 +425,11 @@ class CallResult:
 
 @pytest.fixture
 def tllm_call(tllm_rpc_bin):
-    """tllm_call(target, method, request_dict=None, hidden_f32=None, shape=None, timeout=30) -> CallResult."""
+    """tllm_call(target, method, request_dict=None, hidden_f32=None, shape=None, timeout=30, extra_args=())
+    -> CallResult; `extra_args` go after the method (e.g. --tls_ca FILE)."""
 
-    def call(target, method, request=None, hidden_f32=None, shape=None, timeout=RPC_TIMEOUT) -> CallResult:
-        args = [str(tllm_rpc_bin), "call", target, method]
+    def call(target, method, request=None, hidden_f32=None, shape=None, timeout=RPC_TIMEOUT, extra_args=()) -> CallResult:
+        args = [str(tllm_rpc_bin), "call", target, method, *extra_args]
         if request is not None:
             args.append(request if isinstance(request, str) else json.dumps(request, ensure_ascii=False))
         if hidden_f32 is not None:

@@ -156,13 +156,19 @@ public final class GRPCChannel: Sendable {
     private func connect(id: Int, timeout: TimeAmount) -> EventLoopFuture<Connection> {
         let authority = target.authority
         let metadata = security.callMetadata
+        let tls = security.tls
+        let host: String? = if case .hostPort(let host, _) = target { host } else { nil }
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [weak self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(try tls.clientHandler(host: host))
+                    }
                     let handler = GRPCClientHandler(
-                        authority: authority, settings: HTTP2Settings(), metadata: metadata
+                        authority: authority, scheme: tls == nil ? "http" : "https", settings: HTTP2Settings(),
+                        metadata: metadata
                     ) {
                         self?.connectionBecameUnusable(channel)
                     }

@@ -31,11 +31,17 @@ final class GRPCClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
     /// Told once when this connection must not take new calls (GOAWAY, close).
     private var onUnusable: (() -> Void)?
     private(set) var isUsable = true
+    /// `http`, or `https` under TLS.
+    private let scheme: String
     /// True while nghttp2 is inside mem_recv / mem_send: its callbacks must not re-enter it.
     private var inSession = false
 
-    init(authority: String, settings: HTTP2Settings, metadata: [HeaderField], onUnusable: @escaping () -> Void) {
+    init(
+        authority: String, scheme: String = "http", settings: HTTP2Settings, metadata: [HeaderField],
+        onUnusable: @escaping () -> Void
+    ) {
         self.authority = authority
+        self.scheme = scheme
         self.metadata = metadata
         self.settings = settings
         self.onUnusable = onUnusable
@@ -97,7 +103,7 @@ final class GRPCClientHandler: ChannelInboundHandler, HTTP2SessionDelegate {
         }
         var headers: [HeaderField] =
             [
-                (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", authority),
+                (":method", "POST"), (":scheme", scheme), (":path", path), (":authority", authority),
                 ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "tllm-swift/0.1"),
             ] + metadata
         if let deadline {

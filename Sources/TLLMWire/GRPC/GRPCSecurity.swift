@@ -5,12 +5,15 @@ public struct GRPCSecurity: Sendable {
     /// The cluster key: every call carries `authorization: Bearer <key>` metadata, and a server
     /// answers a call without it UNAUTHENTICATED before reading its message.
     public var clusterKey: String?
+    /// TLS on every connection (nil: plaintext h2c, as the original).
+    public var tls: TLSContexts?
 
     /// Nothing required, nothing presented.
     public static let none = GRPCSecurity()
 
-    public init(clusterKey: String? = nil) {
+    public init(clusterKey: String? = nil, tls: TLSContexts? = nil) {
         self.clusterKey = clusterKey
+        self.tls = tls
     }
 
     /// The metadata a channel adds to every call.

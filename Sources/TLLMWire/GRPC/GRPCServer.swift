@@ -120,6 +120,9 @@ public final class GRPCServer: Sendable {
             .childChannelInitializer { [weak self] channel in
                 self?.track(channel)
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls = security.tls?.serverHandler() {
+                        try channel.pipeline.syncOperations.addHandler(tls)
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         GRPCServerHandler(methods: methods, limits: limits, security: security, logger: logger))
                 }
