@@ -19,6 +19,7 @@ if [ "${1:-}" = "--tests" ]; then
         nftables        # nft: redirects a node's gRPC port to the delay proxy in that test
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross # builds the kernels for arm64 (Tests/neon)
         qemu-user       # qemu-aarch64: runs that build's NEON checks on this x86 machine
+        openssl         # a throwaway CA and node certificates for the TLS tests (Tests/server/tls_test_pki.py)
     )
 fi
 missing=()
