@@ -61,9 +61,12 @@ public struct MasterConnection: Sendable {
     private static let answerLimit = 1 << 20
 
     /// One client for the process, on SwiftNIO. A master never redirects: a redirect is refused.
+    /// A master that is down fails the call at once (AsyncHTTPClient would otherwise retry the
+    /// connection until the call's deadline): the worker says it is waiting and retries itself.
     private static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
+        configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }()
 
