@@ -27,9 +27,8 @@ swift test --skip-build 2>&1 | tee "$logs/swift.log" | grep -E '✘|Test run|err
 swift_status=${PIPESTATUS[0]}
 
 echo "== pytest (Python peers: grpcio interop; openai / aiohttp against tllm.server; NEON under qemu; fuzzing)"
-# One invocation, one summary line. Tests/server goes first: both directories have a package-less
-# conftest.py imported as `conftest`, and test_grpc_interop.py does `from conftest import ...`,
-# which must find the interop one (the last conftest pytest loads from the command line).
+# One invocation, one summary line; the directories may come in any order (test modules import
+# helpers by their own names, never `from conftest`; the shared server's check is marked run_last).
 TLLM_RPC_BIN="$root/.build/debug/tllm-rpc" \
     TLLM_SERVER_BIN="$root/.build/debug/tllm.server" \
     TLLM_GENERATE_BIN="$root/.build/debug/tllm-generate" \

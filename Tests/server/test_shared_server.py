@@ -1,4 +1,4 @@
-"""Runs last (file name): the shared server never died during the other tests (they restart it
+"""Runs last (marked `run_last`, see conftest.py): the shared server never died during the other tests (they restart it
 on the same port when it did, see conftest.py) and it exits 0 within 10 s of SIGTERM.
 
 A separate test rather than a check in the session fixture's teardown, whose failure pytest
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from tllm_server_helpers import STOP_TIMEOUT
 
 
+@pytest.mark.run_last
 def test_shared_server_never_crashed_and_exits_zero(server):
     crashes = list(server.crashes)
     t0 = time.monotonic()
