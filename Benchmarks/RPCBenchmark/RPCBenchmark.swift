@@ -5,7 +5,7 @@ import NIOPosix
 import TLLMWire
 
 /// Unary `Forward` round trips, Swift client → Swift server (nghttp2 on SwiftNIO), over
-/// loopback TCP and a Unix socket: latency percentiles of sequential calls and throughput
+/// loopback TCP, a Unix socket and (with --tls-dir) TLS over loopback TCP: latency percentiles of sequential calls and throughput
 /// with several calls in flight. `Benchmarks/rpc/run.sh` runs it next to the grpcio
 /// reference (`Benchmarks/rpc/grpcio_bench.py`) and prints the ratios.
 @main
@@ -23,6 +23,9 @@ struct RPCBenchmark: AsyncParsableCommand {
 
     @Option(help: "Write the results as JSON to this file.")
     var json: String?
+
+    @Option(help: "A directory with ca.pem, node1.pem and node1.key: adds the tls transport (TCP + TLS).")
+    var tlsDir: String?
 
     /// Answers like the protocol's master: parse the request, acknowledge at once.
     struct AcknowledgingService: RPCServiceProtocol {
@@ -44,11 +47,23 @@ struct RPCBenchmark: AsyncParsableCommand {
         let socketPath = "/tmp/tllm-rpc-bench-\(getpid()).sock"
         let server = GRPCServer(methods: AcknowledgingService().grpcMethods)
         let bound = try await server.start([.tcp(host: "127.0.0.1", port: 0), .unix(path: socketPath)])
-        let targets: [(String, GRPCTarget)] = [
-            ("tcp", .hostPort(host: "127.0.0.1", port: bound[0].port!)), ("unix", .unix(path: socketPath)),
+        var targets: [(String, GRPCTarget, GRPCSecurity)] = [
+            ("tcp", .hostPort(host: "127.0.0.1", port: bound[0].port!), .none),
+            ("unix", .unix(path: socketPath), .none),
         ]
+        var tlsServer: GRPCServer?
+        if let tlsDir {
+            let tls = GRPCSecurity(
+                tls: try TLSContexts(
+                    TLSContexts.Files(certificate: tlsDir + "/node1.pem", key: tlsDir + "/node1.key", ca: nil)))
+            let client = GRPCSecurity(tls: try TLSContexts(TLSContexts.Files(ca: tlsDir + "/ca.pem")))
+            let server = GRPCServer(methods: AcknowledgingService().grpcMethods, security: tls)
+            let port = try await server.start([.tcp(host: "127.0.0.1", port: 0)])[0].port!
+            targets.append(("tls", .hostPort(host: "127.0.0.1", port: port), client))
+            tlsServer = server
+        }
         var results: [[String: Any]] = []
-        for (transport, target) in targets {
+        for (transport, target, security) in targets {
             for shape in [[1, 576], [1, 4096], [512, 4096]] {
                 let values = (0..<(shape[0] * shape[1])).map { _ in Float.random(in: -3...3) }
                 let tensor = try TensorCodec.encode(values, rows: shape[0], columns: shape[1])
@@ -57,7 +72,7 @@ struct RPCBenchmark: AsyncParsableCommand {
                     inputIdsList: [InputIds(inputIds: Array(repeating: 42, count: shape[0]))],
                     hiddenStates: tensor)
                 let payloadBytes = Double(request.serializedBytes().count)
-                let client = RPCServiceClient(channel: GRPCChannel(target: target))
+                let client = RPCServiceClient(channel: GRPCChannel(target: target, security: security))
                 // Large payloads: fewer sequential calls keep each measurement a few seconds long.
                 let count = shape[0] >= 512 ? max(calls / 10, 50) : calls
                 for _ in 0..<min(100, count) { _ = try await client.forward(request) }
@@ -104,6 +119,7 @@ struct RPCBenchmark: AsyncParsableCommand {
             }
         }
         await server.shutdown()
+        await tlsServer?.shutdown()
         let output = try JSONSerialization.data(
             withJSONObject: ["impl": "swift-nghttp2", "results": results], options: [.sortedKeys])
         if let json {

@@ -5,7 +5,7 @@ What is measured
   A grpcio server serving schemas.RPCService/Forward that parses the request
   (protobuf deserialisation of ForwardRequest) and answers
   {msg: "Forward Completed", status: 200} at once (no tensor decode), and a grpcio
-  client. For each transport (tcp loopback 127.0.0.1, Unix socket) and tensor
+  client. For each transport (tcp loopback 127.0.0.1, Unix socket, TLS over loopback) and tensor
   shape ([1,576], [1,4096], [512,4096]; payload = float16 LE, LZ4 frame when
   rows >= 64, encoded once outside any timing):
     latency     N sequential unary Forward calls after warm-up -> p50/p99 in us
@@ -98,8 +98,9 @@ def serve(args) -> None:
             pb2_grpc.add_RPCServiceServicer_to_server(AioServicer(), server)
             port = server.add_insecure_port("127.0.0.1:0")
             server.add_insecure_port(f"unix://{args.unix_path}")
+            tls_port = add_tls_port(grpc, server, args.tls_dir)
             await server.start()
-            print(f"port {port}", flush=True)
+            print(f"port {port} {tls_port}", flush=True)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for s in (signal.SIGTERM, signal.SIGINT):
@@ -118,13 +119,35 @@ def serve(args) -> None:
         pb2_grpc.add_RPCServiceServicer_to_server(SyncServicer(), server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.add_insecure_port(f"unix://{args.unix_path}")
+        tls_port = add_tls_port(grpc, server, args.tls_dir)
         server.start()
-        print(f"port {port}", flush=True)
+        print(f"port {port} {tls_port}", flush=True)
         stop = threading.Event()
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, lambda *_: stop.set())
         stop.wait()
         server.stop(0.5).wait(5)
+
+
+def add_tls_port(grpc, server, tls_dir: str | None) -> int:
+    """A TLS listener with tls_dir's node1 certificate (0 without --tls-dir)."""
+    if not tls_dir:
+        return 0
+    d = Path(tls_dir)
+    credentials = grpc.ssl_server_credentials([((d / "node1.key").read_bytes(), (d / "node1.pem").read_bytes())])
+    return server.add_secure_port("127.0.0.1:0", credentials)
+
+
+def open_channel(grpc_module, target: str, aio: bool = False):
+    """A channel to `target`; `tls://HOST:PORT` is TLS trusting the --tls-dir CA."""
+    factory = grpc_module.aio if aio else grpc_module
+    if target.startswith("tls://"):
+        credentials = grpc_module.ssl_channel_credentials((Path(TLS_DIR[0]) / "ca.pem").read_bytes())
+        return factory.secure_channel(target[len("tls://"):], credentials, options=GRPC_OPTIONS)
+    return factory.insecure_channel(target, options=GRPC_OPTIONS)
+
+
+TLS_DIR: list[str] = []
 
 
 class ServerProcess:
@@ -141,7 +164,7 @@ class ServerProcess:
             args.server,
             "--server-threads",
             str(args.server_threads),
-        ]
+        ] + (["--tls-dir", args.tls_dir] if args.tls_dir else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.unix_path = unix_path
         line = self._readline(30.0)
@@ -149,6 +172,7 @@ class ServerProcess:
             self.stop()
             raise SystemExit(f"bench server failed to start: {line!r}")
         self.port = int(line.split()[1])
+        self.tls_port = int(line.split()[2])
         # The socket file exists once start() returned; wait a moment to be safe.
         deadline = time.monotonic() + 10
         while not os.path.exists(unix_path) and time.monotonic() < deadline:
@@ -204,7 +228,7 @@ def measure_latency(target, pb2, req, calls, warmup, timeout):
     import grpc
     import numpy as np
 
-    with grpc.insecure_channel(target, options=GRPC_OPTIONS) as ch:
+    with open_channel(grpc, target) as ch:
         grpc.channel_ready_future(ch).result(timeout=10)
         fwd = forward_callable(grpc, ch, pb2)
         for _ in range(warmup):
@@ -223,7 +247,7 @@ def measure_throughput_aio(target, pb2, req, concurrency, duration, timeout):
     import grpc
 
     async def run():
-        async with grpc.aio.insecure_channel(target, options=GRPC_OPTIONS) as ch:
+        async with open_channel(grpc, target, aio=True) as ch:
             await asyncio.wait_for(ch.channel_ready(), 10)
             fwd = forward_callable(grpc, ch, pb2)
             # warm-up: every worker once
@@ -249,7 +273,7 @@ def measure_throughput_aio(target, pb2, req, concurrency, duration, timeout):
 def measure_throughput_threads(target, pb2, req, concurrency, duration, timeout):
     import grpc
 
-    with grpc.insecure_channel(target, options=GRPC_OPTIONS) as ch:
+    with open_channel(grpc, target) as ch:
         grpc.channel_ready_future(ch).result(timeout=10)
         fwd = forward_callable(grpc, ch, pb2)
         for _ in range(concurrency):
@@ -283,7 +307,9 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=1000, help="sequential calls of each latency run (default 1000)")
     ap.add_argument("--concurrency", type=int, default=8, help="in-flight calls in throughput runs (default 8)")
     ap.add_argument("--json", metavar="OUT", help="also write the JSON result to OUT")
-    ap.add_argument("--transports", default="tcp,unix", help="comma list of tcp,unix (default both)")
+    ap.add_argument("--transports", default="tcp,unix", help="comma list of tcp,unix,tls (default tcp,unix)")
+    ap.add_argument("--tls-dir", help="directory with ca.pem, node1.pem, node1.key (Tests/server/tls_test_pki.py); "
+                    "needed by the tls transport")
     ap.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"comma list of ROWSxCOLS (default {DEFAULT_SHAPES})")
     ap.add_argument("--server", choices=["sync", "aio"], default="sync", help="grpcio server flavour (default sync)")
     ap.add_argument("--server-threads", type=int, default=16, help="thread pool size of --server sync")
@@ -304,8 +330,12 @@ def main(argv=None):
     shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",") if s]
     transports = [t for t in args.transports.split(",") if t]
     for t in transports:
-        if t not in ("tcp", "unix"):
+        if t not in ("tcp", "unix", "tls"):
             ap.error(f"unknown transport {t}")
+    if "tls" in transports and not args.tls_dir:
+        ap.error("the tls transport needs --tls-dir")
+    if args.tls_dir:
+        TLS_DIR.append(args.tls_dir)
 
     tmp = Path(tempfile.mkdtemp(prefix="tllm-bench-", dir="/tmp"))
     try:
@@ -319,7 +349,8 @@ def main(argv=None):
         t_start = time.monotonic()
         try:
             for transport in transports:
-                target = f"127.0.0.1:{server.port}" if transport == "tcp" else f"unix://{server.unix_path}"
+                target = {"tcp": f"127.0.0.1:{server.port}", "unix": f"unix://{server.unix_path}",
+                          "tls": f"tls://127.0.0.1:{server.tls_port}"}[transport]
                 for shape in shapes:
                     req, nbytes = payloads[shape]
                     warmup = max(20, args.calls // 10)
