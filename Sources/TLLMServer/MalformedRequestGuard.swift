@@ -74,8 +74,6 @@ final class ConnectionLimit: Sendable {
 
     init(limit: Int) { self.limit = limit }
 
-    var openConnections: Int { open.withLockedValue { $0 } }
-
     /// Counts a new connection in; false (nothing counted) when `limit` are open.
     func enter() -> Bool {
         open.withLockedValue { count in

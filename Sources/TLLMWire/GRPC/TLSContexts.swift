@@ -36,8 +36,6 @@ public struct TLSContexts: Sendable {
     public let httpServerConfiguration: TLSConfiguration?
     /// The client side without ALPN: a worker's HTTPS calls to its master.
     public let httpClientConfiguration: TLSConfiguration
-    /// Whether servers require client certificates.
-    public var mutual: Bool { files.ca != nil && server != nil }
 
     /// Loads and checks the files; the error names the file at fault.
     public init(_ files: Files, applicationProtocols: [String] = ["h2"]) throws(TLSFileError) {
