@@ -248,7 +248,8 @@ let package = Package(
         .testTarget(
             name: "TLLMServerTests",
             dependencies: [
-                "TLLMServer", "TLLMCompute", argumentParser, .product(name: "Hummingbird", package: "hummingbird"),
+                "TLLMServer", "TLLMCompute", "TLLMChatTemplate", argumentParser,
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings),

@@ -16,10 +16,14 @@ public struct GenerationRequest: Sendable {
     public var stopStrings: [String]
     /// Wall-clock limit from submission; nil: none.
     public var timeout: Duration?
+    /// Special tokens whose text the completion keeps (special tokens are otherwise left out): a
+    /// thinking model's `<think>` / `</think>` where its vocabulary marks them special.
+    public var keptSpecialTokenIDs: Set<Int32>
 
     public init(
         id: String, promptTokens: [Int32], sampling: SamplingParameters = SamplingParameters(), maxTokens: Int,
-        stopTokenIDs: Set<Int32> = [], stopStrings: [String] = [], timeout: Duration? = nil
+        stopTokenIDs: Set<Int32> = [], stopStrings: [String] = [], timeout: Duration? = nil,
+        keptSpecialTokenIDs: Set<Int32> = []
     ) {
         self.id = id
         self.promptTokens = promptTokens
@@ -28,6 +32,7 @@ public struct GenerationRequest: Sendable {
         self.stopTokenIDs = stopTokenIDs
         self.stopStrings = stopStrings
         self.timeout = timeout
+        self.keptSpecialTokenIDs = keptSpecialTokenIDs
     }
 }
 

@@ -83,7 +83,8 @@ public actor Scheduler {
             self.continuation = continuation
             sampler = Sampler(
                 parameters: request.sampling, vocabularySize: vocabularySize, prompt: request.promptTokens)
-            text = TextStream(tokenizer: tokenizer, stopStrings: request.stopStrings)
+            text = TextStream(
+                tokenizer: tokenizer, stopStrings: request.stopStrings, keeping: request.keptSpecialTokenIDs)
             context = request.promptTokens
             let now = ContinuousClock.now
             submitted = now

@@ -11,8 +11,10 @@ struct TextStream {
     private let longestStop: Int
     private var pending: [UInt8] = []
 
-    init(tokenizer: Tokenizer, stopStrings: [String]) {
-        decoder = tokenizer.makeIncrementalDecoder(skipSpecialTokens: true)
+    /// Special tokens are left out of the text, except those in `keeping` (a thinking model's
+    /// reasoning tags, which the API layer splits on; see ``ReasoningSplitter``).
+    init(tokenizer: Tokenizer, stopStrings: [String], keeping: Set<Int32> = []) {
+        decoder = tokenizer.makeIncrementalDecoder(skipSpecialTokens: true, keeping: keeping)
         stops = stopStrings.filter { !$0.isEmpty }.map { Array($0.utf8) }
         longestStop = stops.map(\.count).max() ?? 0
     }

@@ -155,16 +155,25 @@ public struct ModelBundle: Sendable {
         return Set(tokenizer.encodeSpecialTokens(named: names))
     }
 
-    /// Renders a chat prompt with the model's template (`messages` as OpenAI sends them).
-    public func renderChat(messages: [TemplateValue], addGenerationPrompt: Bool = true, tools: [TemplateValue]? = nil)
-        throws -> String
-    {
+    /// Renders a chat prompt with the model's template (`messages` as OpenAI sends them); `extra`
+    /// adds template variables (a request's `chat_template_kwargs`, such as `enable_thinking`).
+    public func renderChat(
+        messages: [TemplateValue], addGenerationPrompt: Bool = true, tools: [TemplateValue]? = nil,
+        extra: [String: TemplateValue] = [:]
+    ) throws -> String {
         guard let chatTemplate else {
             throw ModelFileError(name, "the model has no chat template; use the completions endpoint")
         }
         return try chatTemplate.render(
             messages: messages, addGenerationPrompt: addGenerationPrompt, bosToken: bosToken, eosToken: eosToken,
-            tools: tools)
+            tools: tools, extra: extra)
+    }
+
+    /// The same model with another chat template (`tllm.server --chat_template FILE`).
+    public func replacingChatTemplate(_ template: ChatTemplate) -> ModelBundle {
+        ModelBundle(
+            weights: weights, tokenizer: tokenizer, chatTemplate: template, stopTokenIDs: stopTokenIDs, name: name,
+            bosToken: bosToken, eosToken: eosToken)
     }
 
     /// Token ids of a rendered chat prompt. The tokenizer's own BOS is added unless the template

@@ -142,13 +142,129 @@ package struct GenerationFields: Decodable {
 package struct ChatCompletionRequest: Decodable {
     var messages: [ChatMessage]
     package var fields: GenerationFields
+    /// `chat_template_kwargs` as `JSONDecoder` saw it: checked to be an object; its values are read
+    /// again, in the client's key order, by ``templateKwargs(body:)``.
+    var chatTemplateKwargs: TemplateKwargsShape?
+    /// `reasoning_format` (llama.cpp's field): whether a thinking model's reasoning is split out.
+    var reasoningFormat: ReasoningFormat?
 
-    enum CodingKeys: String, CodingKey { case messages }
+    enum CodingKeys: String, CodingKey {
+        case messages
+        case chatTemplateKwargs = "chat_template_kwargs"
+        case reasoningFormat = "reasoning_format"
+    }
 
     package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         messages = try container.decode([ChatMessage].self, forKey: .messages)
+        chatTemplateKwargs = try container.decodeIfPresent(TemplateKwargsShape.self, forKey: .chatTemplateKwargs)
+        reasoningFormat = try container.decodeIfPresent(ReasoningFormat.self, forKey: .reasoningFormat)
         fields = try GenerationFields(from: decoder)
+    }
+}
+
+/// `reasoning_format`: what becomes of a thinking model's `<think>` block (docs/server.md, "Reasoning").
+enum ReasoningFormat: String, Decodable {
+    /// The default: split when the chat template is a thinking template.
+    case auto
+    /// llama.cpp's name for the same split (`reasoning_content` beside `content`).
+    case deepseek
+    /// `"none"`: no split; the tags and the reasoning stay in `content`, as the model wrote them.
+    case asWritten = "none"
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = try container.decode(String.self)
+        guard let value = ReasoningFormat(rawValue: text) else {
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "'\(text)' is not one of \"auto\", \"deepseek\", \"none\""))
+        }
+        self = value
+    }
+
+    /// Whether reasoning is split out of `content`.
+    var splits: Bool { self != .asWritten }
+}
+
+/// `chat_template_kwargs` as the decoder checks it: a JSON object (any other value is a 400 naming
+/// the field). Its values are read by ``ChatCompletionRequest/templateKwargs(body:)``.
+struct TemplateKwargsShape: Decodable {
+    init(from decoder: any Decoder) throws {
+        _ = try decoder.container(keyedBy: AnyCodingKey.self)
+    }
+}
+
+/// Any key of a JSON object.
+struct AnyCodingKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+extension ChatCompletionRequest {
+    /// Variables the server itself gives the template (`apply_chat_template`'s, and Jinja2's
+    /// globals), which `chat_template_kwargs` must not replace.
+    static let reservedTemplateVariables: Set<String> = [
+        "messages", "tools", "documents", "add_generation_prompt", "bos_token", "eos_token", "raise_exception",
+        "strftime_now", "range", "dict", "namespace", "cycler", "joiner", "lipsum",
+    ]
+    /// Levels of nesting a `chat_template_kwargs` value may have (a template variable holds a flag,
+    /// a string, or at most something shaped like a tool list).
+    static let maximumTemplateKwargsDepth = 32
+    /// Variables one request may set through `chat_template_kwargs`.
+    static let maximumTemplateKwargs = 64
+
+    /// `chat_template_kwargs` as template variables, read from the raw `body` so that their key
+    /// order is the client's (`tojson` output depends on it); a 400 naming the field for a
+    /// reserved name, too many names or too deep a value. Empty when the request has none.
+    func templateKwargs(body: Data) throws(APIError) -> [String: TemplateValue] {
+        guard chatTemplateKwargs != nil else { return [:] }
+        let name = CodingKeys.chatTemplateKwargs.rawValue
+        let kwargs: TemplateDictionary
+        do {
+            guard case .dictionary(let root) = try TemplateValue(jsonData: body),
+                case .dictionary(let value)? = root[name]
+            else { throw APIError.invalid("'\(name)' must be a JSON object.", param: name, code: "invalid_type") }
+            kwargs = value
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw .invalid("Invalid value for '\(name)': \(error)", param: name, code: "invalid_value")
+        }
+        guard kwargs.count <= Self.maximumTemplateKwargs else {
+            throw .invalid(
+                "'\(name)' may set at most \(Self.maximumTemplateKwargs) variables (got \(kwargs.count)).", param: name,
+                code: "invalid_value")
+        }
+        var variables: [String: TemplateValue] = [:]
+        for (key, value) in kwargs.entries {
+            guard !Self.reservedTemplateVariables.contains(key) else {
+                throw .invalid(
+                    "Invalid '\(name)': '\(key)' is set by the server and cannot be passed to the chat template.",
+                    param: "\(name).\(key)", code: "invalid_value")
+            }
+            guard value.nestingDepth <= Self.maximumTemplateKwargsDepth else {
+                throw .invalid(
+                    "Invalid '\(name)': '\(key)' is nested deeper than \(Self.maximumTemplateKwargsDepth) levels.",
+                    param: "\(name).\(key)", code: "invalid_value")
+            }
+            variables[key] = value
+        }
+        return variables
+    }
+}
+
+extension TemplateValue {
+    /// Levels of arrays and objects in the value (0 for a scalar).
+    fileprivate var nestingDepth: Int {
+        switch self {
+        case .array(let items): 1 + (items.map(\.nestingDepth).max() ?? 0)
+        case .dictionary(let dictionary): 1 + (dictionary.values.map(\.nestingDepth).max() ?? 0)
+        default: 0
+        }
     }
 }
 
@@ -174,7 +290,14 @@ extension ChatCompletionRequest {
             }
             let role = message.role == "developer" ? "system" : message.role
             contentBytes += content.utf8.count
-            values.append(.dictionary(["role": .string(role), "content": .string(content)]))
+            var value: TemplateDictionary = ["role": .string(role), "content": .string(content)]
+            // Reasoning of an earlier turn, as this server returned it: thinking templates (Qwen3)
+            // read it, and decide themselves which turns keep their thinking.
+            if let reasoning = message.reasoningContent {
+                value["reasoning_content"] = reasoning.map { .string($0) } ?? TemplateValue.none
+                contentBytes += reasoning?.utf8.count ?? 0
+            }
+            values.append(.dictionary(value))
         }
         return (values, contentBytes)
     }
@@ -208,8 +331,13 @@ struct ChatMessage: Decodable {
 
     var role: String
     var content: String?
+    /// `reasoning_content`: nil when absent, `.some(nil)` when null.
+    var reasoningContent: String??
 
-    enum CodingKeys: String, CodingKey { case role, content }
+    enum CodingKeys: String, CodingKey {
+        case role, content
+        case reasoningContent = "reasoning_content"
+    }
 
     private struct Part: Decodable {
         var type: String
@@ -219,6 +347,9 @@ struct ChatMessage: Decodable {
     init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         role = try container.decode(String.self, forKey: .role)
+        if container.contains(.reasoningContent) {
+            reasoningContent = .some(try container.decodeIfPresent(String.self, forKey: .reasoningContent))
+        }
         guard container.contains(.content), try !container.decodeNil(forKey: .content) else {
             content = nil
             return

@@ -59,6 +59,12 @@ public struct OpenAIService: Sendable {
     let metrics: MetricsEndpoint?
     let logger: Logger
     let created = Int(Date().timeIntervalSince1970)
+    /// Whether the chat template is a thinking template (``ReasoningSplitter/isThinkingTemplate(_:)``):
+    /// chat completions then return the `<think>` block as `reasoning_content`.
+    let thinks: Bool
+    /// `<think>` / `</think>` where the vocabulary has them as special tokens, which the
+    /// completion's text must keep for the split (empty for other models).
+    let reasoningTagTokens: Set<Int32>
 
     /// A service for `bundle` whose generations run on `scheduler`; `remote` is the cluster
     /// pipeline the scheduler uses, if any (without a route, generation answers 503).
@@ -73,6 +79,15 @@ public struct OpenAIService: Sendable {
         self.options = options
         self.metrics = metrics
         self.logger = logger
+        thinks = bundle.chatTemplate.map { ReasoningSplitter.isThinkingTemplate($0.source) } ?? false
+        let tokenizer = bundle.tokenizer
+        reasoningTagTokens =
+            thinks
+            ? Set(
+                [ReasoningSplitter.openTag, ReasoningSplitter.closeTag].compactMap { tag in
+                    let ids = tokenizer.encode(tag, addSpecialTokens: false)
+                    return ids.count == 1 && tokenizer.isSpecial(ids[0]) ? ids[0] : nil
+                }) : []
     }
 
     /// The router with every route of §4 and the error / API-key middleware in front.
@@ -180,24 +195,34 @@ public struct OpenAIService: Sendable {
         var object: String
         var chunkObject: String
         /// A choice of a full response.
-        var choice: @Sendable (_ text: String, _ finish: FinishReason) -> JSONValue
+        var choice: @Sendable (_ text: ChoiceText, _ finish: FinishReason) -> JSONValue
         /// A choice of a stream chunk; `first` is the opening chunk, `finish` the closing one's reason.
-        var chunkChoice: @Sendable (_ text: String, _ first: Bool, _ finish: FinishReason?) -> JSONValue
+        var chunkChoice: @Sendable (_ text: ChoiceText, _ first: Bool, _ finish: FinishReason?) -> JSONValue
     }
 
     private static let chat = Endpoint(
         idPrefix: "chatcmpl-", object: "chat.completion", chunkObject: "chat.completion.chunk",
         choice: { text, finish in
-            .object([
-                ("index", 0), ("message", .object([("role", "assistant"), ("content", .string(text))])),
-                ("logprobs", .null), ("finish_reason", .string(finish.openAIName)), ("stop_reason", finish.stopReason),
+            var message: [(String, JSONValue)] = [("role", "assistant"), ("content", .string(text.content))]
+            if let reasoning = text.reasoning {
+                message.append(("reasoning_content", reasoning.isEmpty ? .null : .string(reasoning)))
+            }
+            return .object([
+                ("index", 0), ("message", .object(message)), ("logprobs", .null),
+                ("finish_reason", .string(finish.openAIName)), ("stop_reason", finish.stopReason),
             ])
         },
         chunkChoice: { text, first, finish in
-            let delta: [(String, JSONValue)] =
-                first
-                ? [("role", "assistant"), ("content", .string(text))]
-                : finish == nil ? [("content", .string(text))] : []
+            var delta: [(String, JSONValue)] = []
+            if first {
+                delta = [("role", "assistant"), ("content", .string(text.content))]
+            } else if finish == nil {
+                // A thinking model's delta carries the parts it has; another model's always `content`.
+                if let reasoning = text.reasoning, !reasoning.isEmpty {
+                    delta.append(("reasoning_content", .string(reasoning)))
+                }
+                if text.reasoning == nil || !text.content.isEmpty { delta.append(("content", .string(text.content))) }
+            }
             var members: [(String, JSONValue)] = [
                 ("index", 0), ("delta", .object(delta)), ("logprobs", .null),
                 ("finish_reason", .optional(finish?.openAIName)),
@@ -210,14 +235,14 @@ public struct OpenAIService: Sendable {
         idPrefix: "cmpl-", object: "text_completion", chunkObject: "text_completion",
         choice: { text, finish in
             .object([
-                ("index", 0), ("text", .string(text)), ("logprobs", .null),
+                ("index", 0), ("text", .string(text.content)), ("logprobs", .null),
                 ("finish_reason", .string(finish.openAIName)),
                 ("stop_reason", finish.stopReason),
             ])
         },
         chunkChoice: { text, _, finish in
             var members: [(String, JSONValue)] = [
-                ("index", 0), ("text", .string(text)), ("logprobs", .null),
+                ("index", 0), ("text", .string(text.content)), ("logprobs", .null),
                 ("finish_reason", .optional(finish?.openAIName)),
             ]
             if let finish { members.append(("stop_reason", finish.stopReason)) }
@@ -225,18 +250,28 @@ public struct OpenAIService: Sendable {
         })
 
     private func chatCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
-        let body: ChatCompletionRequest = try await decode(request)
+        let data = try await collectBody(request)
+        let body: ChatCompletionRequest = try decodeRequestBody(data)
         try body.fields.validate(vocabularySize: vocabularySize)
         let (messages, contentBytes) = try body.templateMessages()
+        let kwargs = try body.templateKwargs(body: data)
         try refuseIfProvablyTooLong(textBytes: contentBytes, param: "messages")
-        let prompt: [Int32]
+        let rendered: String
         do {
-            prompt = bundle.chatPromptTokens(try bundle.renderChat(messages: messages))
+            rendered = try bundle.renderChat(messages: messages, extra: kwargs)
         } catch {
+            // Blame the variables only when the messages render without them.
+            if !kwargs.isEmpty, (try? bundle.renderChat(messages: messages)) != nil {
+                throw APIError.invalid(
+                    "The chat template could not render with these chat_template_kwargs: \(error)",
+                    param: "chat_template_kwargs")
+            }
             throw APIError.invalid("The chat template could not render these messages: \(error)", param: "messages")
         }
+        let splitter = thinks && body.reasoningFormat?.splits != false ? ReasoningSplitter(prompt: rendered) : nil
         return try await complete(
-            request, context, prompt: prompt, fields: body.fields, endpoint: Self.chat, echo: nil)
+            request, context, prompt: bundle.chatPromptTokens(rendered), fields: body.fields, endpoint: Self.chat,
+            echo: nil, reasoning: splitter)
     }
 
     private func textCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
@@ -276,7 +311,7 @@ public struct OpenAIService: Sendable {
     /// Submits a prompt and answers with one JSON response or an SSE stream.
     private func complete(
         _ request: Request, _ context: ServerRequestContext, prompt: [Int32], fields: GenerationFields,
-        endpoint: Endpoint, echo: String?
+        endpoint: Endpoint, echo: String?, reasoning: ReasoningSplitter? = nil
     ) async throws -> Response {
         if let remote, await !remote.isAvailable {
             var error = APIError(
@@ -296,7 +331,8 @@ public struct OpenAIService: Sendable {
         let id = endpoint.idPrefix + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
         let generation = GenerationRequest(
             id: id, promptTokens: prompt, sampling: fields.sampling, maxTokens: maxTokens, stopTokenIDs: stops,
-            stopStrings: fields.stop?.values ?? [], timeout: options.requestTimeout)
+            stopStrings: fields.stop?.values ?? [], timeout: options.requestTimeout,
+            keptSpecialTokenIDs: reasoningTagTokens)
         let events: AsyncThrowingStream<GenerationEvent, any Error>
         do {
             events = try await scheduler.submit(generation)
@@ -308,18 +344,20 @@ public struct OpenAIService: Sendable {
         let watch = signal?.onDisconnect { Task { await scheduler.abort(id) } }
         let stopWatching: @Sendable () -> Void = { if let watch { signal?.cancel(watch) } }
         let header = ResponseHeader(id: id, created: Int(Date().timeIntervalSince1970), model: bundle.name)
+        var splitter = ChoiceTextSplitter(reasoning)
         if fields.stream == true {
             return streamResponse(
-                events: events, header: header, endpoint: endpoint, echo: echo,
+                events: events, header: header, endpoint: endpoint, echo: echo, splitter: splitter,
                 includeUsage: fields.streamOptions?.includeUsage == true, finally: stopWatching)
         }
         defer { stopWatching() }
-        var text = echo ?? ""
+        var text = ChoiceText(content: echo ?? "", reasoning: reasoning.map { _ in "" })
         do {
             for try await event in events {
                 switch event {
-                case .text(let delta): text += delta
+                case .text(let delta): text.append(splitter.append(delta))
                 case .finished(let info):
+                    text.append(splitter.finish())
                     return Self.json(
                         header.object(
                             endpoint.object, choices: [endpoint.choice(text, info.reason)],
@@ -335,25 +373,29 @@ public struct OpenAIService: Sendable {
     /// An SSE response; the stream is dropped (and the request aborted) if a write fails.
     private func streamResponse(
         events: AsyncThrowingStream<GenerationEvent, any Error>, header: ResponseHeader, endpoint: Endpoint,
-        echo: String?, includeUsage: Bool, finally: @escaping @Sendable () -> Void
+        echo: String?, splitter: ChoiceTextSplitter, includeUsage: Bool, finally: @escaping @Sendable () -> Void
     ) -> Response {
         let logger = logger
         let body = ResponseBody { writer in
             defer { finally() }
+            var splitter = splitter
             func send(_ value: JSONValue) async throws {
                 try await writer.write(ByteBuffer(string: "data: \(value.serialized)\n\n"))
             }
             func chunk(_ choices: [JSONValue], usage: JSONValue = .null) -> JSONValue {
                 header.object(endpoint.chunkObject, choices: choices, usage: includeUsage ? usage : nil)
             }
-            try await send(chunk([endpoint.chunkChoice(echo ?? "", true, nil)]))
+            try await send(chunk([endpoint.chunkChoice(ChoiceText(content: echo ?? ""), true, nil)]))
             do {
                 for try await event in events {
                     switch event {
                     case .text(let delta):
-                        try await send(chunk([endpoint.chunkChoice(delta, false, nil)]))
+                        let text = splitter.append(delta)
+                        if !text.isEmpty { try await send(chunk([endpoint.chunkChoice(text, false, nil)])) }
                     case .finished(let info):
-                        try await send(chunk([endpoint.chunkChoice("", false, info.reason)]))
+                        let rest = splitter.finish()
+                        if !rest.isEmpty { try await send(chunk([endpoint.chunkChoice(rest, false, nil)])) }
+                        try await send(chunk([endpoint.chunkChoice(ChoiceText(), false, info.reason)]))
                         if includeUsage { try await send(chunk([], usage: info.usage)) }
                     }
                 }
@@ -378,6 +420,11 @@ public struct OpenAIService: Sendable {
     }
 
     private func decode<Body: Decodable>(_ request: Request) async throws -> Body {
+        try decodeRequestBody(try await collectBody(request))
+    }
+
+    /// The request body, at most `--max_body_bytes` of it (413 beyond).
+    private func collectBody(_ request: Request) async throws -> Data {
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: options.maxBodyBytes)
@@ -386,13 +433,53 @@ public struct OpenAIService: Sendable {
                 .contentTooLarge, "The request body is larger than the limit of \(options.maxBodyBytes) bytes.",
                 code: "request_too_large")
         }
-        return try decodeRequestBody(Data(buffer.readableBytesView))
+        return Data(buffer.readableBytesView)
     }
 
     static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
         Response(
             status: status, headers: [.contentType: "application/json"],
             body: ResponseBody(byteBuffer: ByteBuffer(string: value.serialized)))
+    }
+}
+
+/// The text of a choice, or of a delta of one: the answer and, for a thinking model, its reasoning.
+private struct ChoiceText: Sendable {
+    var content = ""
+    /// nil: the model does not think aloud, and responses have no `reasoning_content` at all.
+    var reasoning: String?
+
+    /// Nothing to send.
+    var isEmpty: Bool { content.isEmpty && (reasoning ?? "").isEmpty }
+
+    /// Adds a later piece.
+    mutating func append(_ piece: ChoiceText) {
+        content += piece.content
+        if let more = piece.reasoning { reasoning = (reasoning ?? "") + more }
+    }
+}
+
+/// Routes a completion's text to `content`, or through a ``ReasoningSplitter`` when the chat
+/// template thinks aloud.
+private struct ChoiceTextSplitter: Sendable {
+    private var splitter: ReasoningSplitter?
+
+    init(_ splitter: ReasoningSplitter?) { self.splitter = splitter }
+
+    /// The parts of a text delta that can be told apart now.
+    mutating func append(_ text: String) -> ChoiceText {
+        guard var splitter else { return ChoiceText(content: text) }
+        defer { self.splitter = splitter }
+        let delta = splitter.append(text)
+        return ChoiceText(content: delta.content, reasoning: delta.reasoning)
+    }
+
+    /// What the splitter held back, at the end.
+    mutating func finish() -> ChoiceText {
+        guard var splitter else { return ChoiceText() }
+        defer { self.splitter = splitter }
+        let delta = splitter.finish()
+        return ChoiceText(content: delta.content, reasoning: delta.reasoning)
     }
 }
 

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import Prometheus
+import TLLMChatTemplate
 import TLLMCluster
 import TLLMCompute
 import TLLMEngine
@@ -33,7 +34,12 @@ public struct ServerCommand: AsyncParsableCommand {
         logger.logLevel = options.isDebug ? .debug : .info
         let path = try await ModelLocator(logger: logger).resolvePath(options.modelPath)
         let loadStart = ContinuousClock.now
-        let bundle = try ModelBundle.open(path: path)
+        var opened = try ModelBundle.open(path: path)
+        if let file = options.chatTemplate {
+            opened = opened.replacingChatTemplate(try Self.chatTemplate(file: file))
+            logger.info("chat template from \(file)")
+        }
+        let bundle = opened
         let configuration = bundle.weights.configuration
         let maxModelLength = min(options.maxModelLength ?? configuration.contextLength, configuration.contextLength)
 
@@ -187,13 +193,24 @@ public struct ServerCommand: AsyncParsableCommand {
         FileManager.default.fileExists(atPath: path) ? URL(fileURLWithPath: path).standardizedFileURL.path : path
     }
 
-    /// `::` (both IPv6 and IPv4) where the kernel has IPv6, else `0.0.0.0`.
+    /// The template of `--chat_template`; errors name the file.
+    private static func chatTemplate(file: String) throws -> ChatTemplate {
+        let source: String
+        do { source = try String(contentsOfFile: file, encoding: .utf8) } catch {
+            throw ModelFileError(file, "cannot read the chat template: \(error.localizedDescription)")
+        }
+        do { return try ChatTemplate(source: source) } catch {
+            throw ModelFileError(file, "chat template: \(error)")
+        }
+    }
+
     /// Whether `host` names only this machine.
     static func isLoopback(_ host: String) -> Bool {
         let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         return bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
     }
 
+    /// `::` (both IPv6 and IPv4) where the kernel has IPv6, else `0.0.0.0`.
     private static var anyAddress: String {
         FileManager.default.fileExists(atPath: "/proc/net/if_inet6") ? "::" : "0.0.0.0"
     }

@@ -15,6 +15,15 @@ public struct ServerOptions: ParsableArguments, Sendable {
         ))
     public var modelPath: String?
 
+    @Option(
+        name: .customLong("chat_template"),
+        help: ArgumentHelp(
+            "A Jinja chat template file to render chat prompts with instead of the model's own.",
+            discussion:
+                "For a model whose file has no template or a wrong one. A template that mentions both <think> and </think> is a thinking template: chat completions return the thinking block as reasoning_content."
+        ))
+    public var chatTemplate: String?
+
     @Option(help: "Address to listen on and to give workers (default: all interfaces).")
     public var hostname: String?
 

@@ -3,24 +3,28 @@
 /// A character can be spread over several tokens (byte-level BPE splits emoji and CJK into bytes, SentencePiece
 /// falls back to `<0xXX>` tokens), so bytes that end in an incomplete UTF-8 sequence are held back until the
 /// tokens that complete them arrive. Concatenating everything ``append(_:)`` and ``flush()`` return gives the same
-/// text as ``Tokenizer/decode(_:skipSpecialTokens:)`` for the same ids.
+/// text as ``Tokenizer/decode(_:skipSpecialTokens:)`` for the same ids (with no kept special tokens).
 public struct IncrementalDecoder: Sendable {
     /// The tokenizer whose vocabulary is decoded.
     public let tokenizer: Tokenizer
     /// Whether special added tokens are left out.
     public let skipSpecialTokens: Bool
+    /// Special tokens whose text is kept even when `skipSpecialTokens` is set (a thinking model's
+    /// `<think>` / `</think>`, which some vocabularies mark special, must reach the reasoning parser).
+    public let keptSpecialTokens: Set<Int32>
     private var pending: [UInt8] = []
     private var atStart = true
 
-    /// Creates a decoder; see also ``Tokenizer/makeIncrementalDecoder(skipSpecialTokens:)``.
-    public init(tokenizer: Tokenizer, skipSpecialTokens: Bool = false) {
+    /// Creates a decoder; see also ``Tokenizer/makeIncrementalDecoder(skipSpecialTokens:keeping:)``.
+    public init(tokenizer: Tokenizer, skipSpecialTokens: Bool = false, keeping keptSpecialTokens: Set<Int32> = []) {
         self.tokenizer = tokenizer
         self.skipSpecialTokens = skipSpecialTokens
+        self.keptSpecialTokens = keptSpecialTokens
     }
 
     /// Adds one token and returns the text it completes (possibly empty).
     public mutating func append(_ id: Int32) -> String {
-        if skipSpecialTokens && tokenizer.isSpecial(id) { return "" }
+        if skipSpecialTokens && tokenizer.isSpecial(id) && !keptSpecialTokens.contains(id) { return "" }
         pending.append(contentsOf: tokenizer.tokenBytes(id))
         let complete = Self.completePrefixLength(pending)
         return emit(complete)

@@ -383,9 +383,12 @@ public final class Tokenizer: Sendable {
         return text
     }
 
-    /// A decoder for streaming output, one token at a time.
-    public func makeIncrementalDecoder(skipSpecialTokens: Bool = false) -> IncrementalDecoder {
-        IncrementalDecoder(tokenizer: self, skipSpecialTokens: skipSpecialTokens)
+    /// A decoder for streaming output, one token at a time; `keeping` names special tokens whose text
+    /// it keeps even when `skipSpecialTokens` is set.
+    public func makeIncrementalDecoder(
+        skipSpecialTokens: Bool = false, keeping: Set<Int32> = []
+    ) -> IncrementalDecoder {
+        IncrementalDecoder(tokenizer: self, skipSpecialTokens: skipSpecialTokens, keeping: keeping)
     }
 
     var stripsLeadingSpace: Bool { configuration.stripLeadingSpaceOnDecode }

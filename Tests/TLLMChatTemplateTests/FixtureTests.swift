@@ -119,10 +119,27 @@ enum FixtureError: Error {
 
     @Test func fixtureCoversEveryTemplateAndConversation() throws {
         let fixture = try ChatTemplateFixture.load()
-        #expect(fixture.sources.count == 9)
+        #expect(fixture.sources.count == 10)
         #expect(fixture.cases.count >= 200)
         #expect(Set(fixture.cases.map(\.template)) == Set(fixture.sources.keys))
         #expect(fixture.cases.contains { $0.errorKind == "raised" && $0.template.hasPrefix("mistral") })
+        // Qwen3's thinking template: enable_thinking off closes an empty block in the prompt, the latest
+        // turn's reasoning_content is rendered as a <think> block, older turns' are dropped.
+        #expect(
+            fixture.cases.contains {
+                $0.template == "qwen-3" && $0.extra["enable_thinking"] == .bool(false) && $0.addGenerationPrompt
+                    && $0.expected?.hasSuffix("<|im_start|>assistant\n<think>\n\n</think>\n\n") == true
+            })
+        #expect(
+            fixture.cases.contains {
+                $0.template == "qwen-3" && $0.conversation == "thinking_ending_assistant"
+                    && $0.expected?.contains("<think>\nThe user greets me; greet back.\n</think>\n\n") == true
+            })
+        #expect(
+            fixture.cases.contains {
+                $0.template == "qwen-3" && $0.conversation == "thinking_history"
+                    && $0.expected?.contains("2+2.") == false && $0.expected?.contains("What is 2+2?") == true
+            })
     }
 
     @Test func everyFixtureRendersByteIdentically() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import TLLMChatTemplate
 import TLLMCompute
 import Testing
 
@@ -40,6 +41,14 @@ import Testing
         (#"{"messages": [], "stop_token_ids": [4294967296]}"#, "stop_token_ids", "outside the vocabulary"),
         (#"{"messages": [], "stop_token_ids": [49152]}"#, "stop_token_ids", "outside the vocabulary"),
         (#"{"messages": [], "stop_token_ids": [-1]}"#, "stop_token_ids", "outside the vocabulary"),
+        (#"{"messages": [], "chat_template_kwargs": "enable_thinking"}"#, "chat_template_kwargs", "expected an object"),
+        (#"{"messages": [], "chat_template_kwargs": [{"a": 1}]}"#, "chat_template_kwargs", "expected an object"),
+        (#"{"messages": [], "reasoning_format": "hidden"}"#, "reasoning_format", #""none""#),
+        (#"{"messages": [], "reasoning_format": false}"#, "reasoning_format", "expected a string"),
+        (
+            #"{"messages": [{"role": "assistant", "content": "4", "reasoning_content": 4}]}"#,
+            "messages[0].reasoning_content", "expected a string"
+        ),
     ])
     func badFieldsNameTheirParameter(_ json: String, _ param: String, _ message: String) throws {
         let error = try #require(Self.error(json))
@@ -86,6 +95,103 @@ import Testing
         guard case .tokens([1, 2]) = try prompt(#"{"prompt": [1, 2]}"#) else { Issue.record("tokens"); return }
         #expect(throws: DecodingError.self) { try prompt(#"{"prompt": ["a", "b"]}"#) }
         #expect(throws: DecodingError.self) { try prompt(#"{"max_tokens": 3}"#) }
+    }
+
+    /// `chat_template_kwargs` of a body, as the template will see them (or the 400).
+    static func kwargs(_ json: String) throws -> Result<[String: TemplateValue], APIError> {
+        let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
+        do {
+            return .success(try request.templateKwargs(body: Data(json.utf8)))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    @Test func templateKwargsKeepTheClientsValuesAndOrder() throws {
+        let json = #"""
+            {"messages": [{"role": "user", "content": "hi"}],
+             "chat_template_kwargs": {"enable_thinking": false, "tools_in_user_message": null, "n": 1.0,
+                                      "custom": {"zeta": [1, {"b": "x", "a": true}], "alpha": 2}}}
+            """#
+        let kwargs = try Self.kwargs(json).get()
+        #expect(kwargs["enable_thinking"] == .bool(false))
+        #expect(kwargs["tools_in_user_message"] == TemplateValue.none)
+        #expect(kwargs["n"] == .double(1))
+        guard case .dictionary(let custom)? = kwargs["custom"] else {
+            Issue.record("custom is not an object: \(String(describing: kwargs["custom"]))")
+            return
+        }
+        #expect(custom.keys == ["zeta", "alpha"])
+        guard case .array(let zeta)? = custom["zeta"], case .dictionary(let inner) = zeta[1] else {
+            Issue.record("zeta")
+            return
+        }
+        #expect(inner.keys == ["b", "a"])
+        #expect(try Self.kwargs(#"{"messages": []}"#).get().isEmpty)
+        #expect(try Self.kwargs(#"{"messages": [], "chat_template_kwargs": {}}"#).get().isEmpty)
+        #expect(try Self.kwargs(#"{"messages": [], "chat_template_kwargs": null}"#).get().isEmpty)
+    }
+
+    /// Names the server passes itself, too many names and too deep values: a 400 naming the field.
+    @Test func templateKwargsAreBounded() throws {
+        for name in ChatCompletionRequest.reservedTemplateVariables.sorted() {
+            let result = try Self.kwargs(#"{"messages": [], "chat_template_kwargs": {"ok": 1, "\#(name)": 1}}"#)
+            guard case .failure(let error) = result else {
+                Issue.record("\(name) was accepted")
+                continue
+            }
+            #expect(error.status == .badRequest)
+            #expect(error.param == "chat_template_kwargs.\(name)")
+            #expect(error.message.contains("'\(name)' is set by the server"), "\(error.message)")
+        }
+        let limit = ChatCompletionRequest.maximumTemplateKwargsDepth
+        func nested(_ depth: Int) -> String {
+            String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
+        }
+        #expect(throws: Never.self) {
+            try Self.kwargs(#"{"messages": [], "chat_template_kwargs": {"a": \#(nested(limit))}}"#).get()
+        }
+        let deep = try Self.kwargs(#"{"messages": [], "chat_template_kwargs": {"a": \#(nested(limit + 1))}}"#)
+        guard case .failure(let error) = deep else {
+            Issue.record("a value nested \(limit + 1) deep was accepted")
+            return
+        }
+        #expect(error.param == "chat_template_kwargs.a" && error.message.contains("deeper than \(limit)"))
+        let many = (0...ChatCompletionRequest.maximumTemplateKwargs).map { #""k\#($0)": 0"# }.joined(separator: ",")
+        let tooMany = try Self.kwargs(#"{"messages": [], "chat_template_kwargs": {\#(many)}}"#)
+        guard case .failure(let error) = tooMany else {
+            Issue.record("\(ChatCompletionRequest.maximumTemplateKwargs + 1) variables were accepted")
+            return
+        }
+        #expect(error.param == "chat_template_kwargs" && error.status == .badRequest)
+    }
+
+    /// An assistant turn's `reasoning_content` reaches the template as a message field, null kept as None.
+    @Test func reasoningContentReachesTheTemplate() throws {
+        let json = #"""
+            {"messages": [{"role": "user", "content": "2+2?"},
+                          {"role": "assistant", "content": "4", "reasoning_content": "Simple."},
+                          {"role": "assistant", "content": "5", "reasoning_content": null},
+                          {"role": "user", "content": "ok"}]}
+            """#
+        let request = try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8))
+        let (messages, bytes) = try request.templateMessages()
+        #expect(bytes == "2+2?4Simple.5ok".utf8.count)
+        let fields = messages.map { message -> TemplateValue? in
+            guard case .dictionary(let value) = message else { return nil }
+            return value["reasoning_content"]
+        }
+        #expect(fields == [nil, .string("Simple."), TemplateValue.none, nil])
+    }
+
+    @Test func reasoningFormats() throws {
+        func format(_ json: String) throws -> ReasoningFormat? {
+            try JSONDecoder().decode(ChatCompletionRequest.self, from: Data(json.utf8)).reasoningFormat
+        }
+        #expect(try format(#"{"messages": []}"#) == nil)
+        #expect(try format(#"{"messages": [], "reasoning_format": "none"}"#)?.splits == false)
+        #expect(try format(#"{"messages": [], "reasoning_format": "auto"}"#)?.splits == true)
+        #expect(try format(#"{"messages": [], "reasoning_format": "deepseek"}"#)?.splits == true)
     }
 
     @Test func jsonTextEscapesAndKeepsOrder() {

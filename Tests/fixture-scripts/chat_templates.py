@@ -311,6 +311,96 @@ QWEN_2_5 = (
     '{%- endif %}\n'
 )
 
+# Qwen/Qwen3-0.6B (enable_thinking, <think> blocks, reasoning_content, tools): the PyPI sdist of
+# llama-cpp-python 0.3.36, vendor/llama.cpp/models/templates/Qwen-Qwen3-0.6B.jinja (no trailing newline).
+QWEN_3 = (
+    '{%- if tools %}\n'
+    "    {{- '<|im_start|>system\\n' }}\n"
+    "    {%- if messages[0].role == 'system' %}\n"
+    "        {{- messages[0].content + '\\n\\n' }}\n"
+    '    {%- endif %}\n'
+    '    {{- "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}\n'
+    '    {%- for tool in tools %}\n'
+    '        {{- "\\n" }}\n'
+    '        {{- tool | tojson }}\n'
+    '    {%- endfor %}\n'
+    '    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}\n'
+    '{%- else %}\n'
+    "    {%- if messages[0].role == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}\n"
+    '    {%- endif %}\n'
+    '{%- endif %}\n'
+    '{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}\n'
+    '{%- for message in messages[::-1] %}\n'
+    '    {%- set index = (messages|length - 1) - loop.index0 %}\n'
+    '    {%- if ns.multi_step_tool and message.role == "user" and not(message.content.startswith(\'<tool_response>\') and message.content.endswith(\'</tool_response>\')) %}\n'
+    '        {%- set ns.multi_step_tool = false %}\n'
+    '        {%- set ns.last_query_index = index %}\n'
+    '    {%- endif %}\n'
+    '{%- endfor %}\n'
+    '{%- for message in messages %}\n'
+    '    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}\n'
+    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+    '    {%- elif message.role == "assistant" %}\n'
+    '        {%- set content = message.content %}\n'
+    "        {%- set reasoning_content = '' %}\n"
+    '        {%- if message.reasoning_content is defined and message.reasoning_content is not none %}\n'
+    '            {%- set reasoning_content = message.reasoning_content %}\n'
+    '        {%- else %}\n'
+    "            {%- if '</think>' in message.content %}\n"
+    "                {%- set content = message.content.split('</think>')[-1].lstrip('\\n') %}\n"
+    "                {%- set reasoning_content = message.content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}\n"
+    '            {%- endif %}\n'
+    '        {%- endif %}\n'
+    '        {%- if loop.index0 > ns.last_query_index %}\n'
+    '            {%- if loop.last or (not loop.last and reasoning_content) %}\n'
+    "                {{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}\n"
+    '            {%- else %}\n'
+    "                {{- '<|im_start|>' + message.role + '\\n' + content }}\n"
+    '            {%- endif %}\n'
+    '        {%- else %}\n'
+    "            {{- '<|im_start|>' + message.role + '\\n' + content }}\n"
+    '        {%- endif %}\n'
+    '        {%- if message.tool_calls %}\n'
+    '            {%- for tool_call in message.tool_calls %}\n'
+    '                {%- if (loop.first and content) or (not loop.first) %}\n'
+    "                    {{- '\\n' }}\n"
+    '                {%- endif %}\n'
+    '                {%- if tool_call.function %}\n'
+    '                    {%- set tool_call = tool_call.function %}\n'
+    '                {%- endif %}\n'
+    '                {{- \'<tool_call>\\n{"name": "\' }}\n'
+    '                {{- tool_call.name }}\n'
+    '                {{- \'", "arguments": \' }}\n'
+    '                {%- if tool_call.arguments is string %}\n'
+    '                    {{- tool_call.arguments }}\n'
+    '                {%- else %}\n'
+    '                    {{- tool_call.arguments | tojson }}\n'
+    '                {%- endif %}\n'
+    "                {{- '}\\n</tool_call>' }}\n"
+    '            {%- endfor %}\n'
+    '        {%- endif %}\n'
+    "        {{- '<|im_end|>\\n' }}\n"
+    '    {%- elif message.role == "tool" %}\n'
+    '        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}\n'
+    "            {{- '<|im_start|>user' }}\n"
+    '        {%- endif %}\n'
+    "        {{- '\\n<tool_response>\\n' }}\n"
+    '        {{- message.content }}\n'
+    "        {{- '\\n</tool_response>' }}\n"
+    '        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}\n'
+    "            {{- '<|im_end|>\\n' }}\n"
+    '        {%- endif %}\n'
+    '    {%- endif %}\n'
+    '{%- endfor %}\n'
+    '{%- if add_generation_prompt %}\n'
+    "    {{- '<|im_start|>assistant\\n' }}\n"
+    '    {%- if enable_thinking is defined and enable_thinking is false %}\n'
+    "        {{- '<think>\\n\\n</think>\\n\\n' }}\n"
+    '    {%- endif %}\n'
+    '{%- endif %}'
+)
+
 # TinyLlama/TinyLlama-1.1B-Chat-v1.0 ships the Zephyr template; this copy is keyed
 # "HuggingFaceH4/zephyr-7b-beta" in huggingface/huggingface.js packages/jinja/test/e2e.test.js.
 TINYLLAMA = (
@@ -424,6 +514,7 @@ TEMPLATES = {
     "llama-3.1": (LLAMA_3_1, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, True),
     "llama-3.2": (LLAMA_3_2, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, True),
     "qwen-2.5": (QWEN_2_5, {"eos_token": "<|im_end|>"}, True),
+    "qwen-3": (QWEN_3, {"eos_token": "<|im_end|>"}, True),
     "tinyllama": (TINYLLAMA, {"bos_token": "<s>", "eos_token": "</s>"}, False),
     "mistral-v0.1": (MISTRAL_V0_1, {"bos_token": "<s>", "eos_token": "</s>"}, False),
     "mistral-v0.2": (MISTRAL_V0_2, {"bos_token": "<s>", "eos_token": "</s>"}, False),
@@ -485,6 +576,18 @@ TOOL_CALL = {
     "function": {"name": "get_current_weather", "arguments": {"location": "Paris, France", "unit": "celsius"}},
 }
 
+# Arguments as a JSON string, as OpenAI clients send them back.
+TOOL_CALL_STRING_ARGUMENTS = {
+    "id": "call67890",
+    "type": "function",
+    "function": {"name": "get_current_weather", "arguments": '{"location": "Lyon, France"}'},
+}
+
+
+def thinking(content, reasoning):
+    """An assistant turn with its reasoning as a separate field (what an OpenAI-compatible server returned)."""
+    return {"role": "assistant", "content": content, "reasoning_content": reasoning}
+
 CONVERSATIONS = {
     "single_user": {"messages": [user("Hello!")]},
     "system_user": {"messages": [SYSTEM, user("What is the capital of France?")]},
@@ -525,6 +628,64 @@ CONVERSATIONS = {
         "needs_tools": True,
     },
     "tools_only_system": {"messages": [SYSTEM], "tools": TOOLS, "needs_tools": True},
+    # Thinking turns (Qwen3, QwQ, DeepSeek-R1): reasoning as a message field, as <think> tags in the content, and
+    # the latest turn after the last user query (kept) versus earlier ones (stripped by the template).
+    "thinking_history": {
+        "messages": [
+            SYSTEM,
+            user("What is 2+2?"),
+            thinking("4", "\nThe user asks for 2+2.\nThat is 4.\n"),
+            user("And 3+3?"),
+            thinking("\n\n6", "3+3 = 6."),
+            user("Thanks. Now 5+5?"),
+        ]
+    },
+    "thinking_ending_assistant": {
+        "messages": [user("Hi"), thinking("\nHello! How can I help?", "\n\nThe user greets me; greet back.\n\n")]
+    },
+    "thinking_empty_reasoning": {"messages": [user("Hi"), thinking("Hello!", ""), user("Bye")]},
+    "think_tags_in_content": {
+        "messages": [
+            user("2+2?"),
+            assistant("<think>\nA simple sum.\n</think>\n\n4"),
+            user("3+3?"),
+            {"role": "assistant", "content": "<think>Another sum.</think>6", "reasoning_content": None},
+        ]
+    },
+    "think_tags_latest_turn": {
+        "messages": [user("2+2?"), assistant("4"), user("3+3?"), assistant("<think>\n\nSix.\n</think>\n\n6")]
+    },
+    "thinking_tool_round": {
+        "messages": [
+            SYSTEM,
+            user("What's the weather in Paris and in Lyon?"),
+            {
+                "role": "assistant",
+                "content": "",
+                "reasoning_content": "I should call the weather tool twice.",
+                "tool_calls": [TOOL_CALL, TOOL_CALL_STRING_ARGUMENTS],
+            },
+            {"role": "tool", "tool_call_id": "call12345", "name": "get_current_weather", "content": "22.0"},
+            {"role": "tool", "tool_call_id": "call67890", "name": "get_current_weather", "content": "19.5"},
+            thinking("It is 22 °C in Paris and 19.5 °C in Lyon.", "Both tools answered."),
+            user("<tool_response>\nnot really a tool response\n</tool_response>"),
+            user("And tomorrow?"),
+            {"role": "assistant", "content": "Let me check.", "tool_calls": [TOOL_CALL]},
+            {"role": "tool", "tool_call_id": "call12345", "name": "get_current_weather", "content": "23.0"},
+        ],
+        "tools": TOOLS,
+        "needs_tools": True,
+    },
+    "thinking_tool_result_last": {
+        "messages": [
+            user("Weather in Paris?"),
+            {"role": "assistant", "content": "", "reasoning_content": "Call the tool.", "tool_calls": [TOOL_CALL]},
+            {"role": "tool", "tool_call_id": "call12345", "name": "get_current_weather", "content": "22.0"},
+            user("<tool_response>\n22.0\n</tool_response>"),
+        ],
+        "tools": TOOLS,
+        "needs_tools": True,
+    },
 }
 
 # Extra template variables (transformers' **kwargs) for some templates.
@@ -533,7 +694,12 @@ EXTRA_CASES = [
     ("llama-3.1", "tools_user", {"tools_in_user_message": False}),
     ("llama-3.1", "tools_user", {"builtin_tools": ["brave_search", "wolfram_alpha", "code_interpreter"]}),
     ("llama-3.2", "tools_user", {"tools_in_user_message": False, "date_string": "01 Jan 2025"}),
-]
+] + [
+    # Qwen3's switch, off and on (the plain cases leave it undefined), as chat_template_kwargs passes it.
+    ("qwen-3", conversation, {"enable_thinking": enabled})
+    for conversation in ("single_user", "system_user", "thinking_history", "thinking_tool_round", "tools_user")
+    for enabled in (False, True)
+] + [("qwen-3", "single_user", {"enable_thinking": None}), ("qwen-3", "single_user", {"enable_thinking": 0})]
 
 # Small templates exercising one feature each, rendered with SNIPPET_CONTEXT (plus per-snippet variables).
 SNIPPET_CONTEXT = {
@@ -669,6 +835,13 @@ SNIPPETS = [
     "{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d %H:%M:%S %A %B %j %I%p %y %a %%') }}",
     "{{ strftime_now('%-d/%-m %e %-H:%M %F %T %w %u %D %R') }}",
     "{% if messages %}has{% elif x %}x{% else %}none{% endif %} {% if [] %}a{% elif 0 %}b{% else %}c{% endif %}",
+    # what thinking templates do with <think> blocks (Qwen3, QwQ, DeepSeek-R1)
+    "{{ '<think>\\nr\\n</think>\\n\\nc'.split('</think>')[-1].lstrip('\\n') }}|{{ 'c'.split('</think>')[0] }}|{{ ''.split('x') }}",
+    "{{ '\\n\\nr\\n</think>c'.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') }}|{{ '\\n\\n'.strip('\\n') }}|",
+    "{{ '</think>' in 'a</think>' }} {{ 'a</think>b</think>c'.split('</think>') }} {{ ' \\n x \\n'.strip('\\n') }}|",
+    "{{ false is false }} {{ 0 is false }} {{ none is false }} {{ undefined_v is false }} {{ '' is false }} {{ true is true }}",
+    "{{ 'x' is string }} {{ {} is string }} {{ messages[::-1]|map(attribute='role')|join }} {{ (messages|length - 1) - 1 }}",
+    "{% set ns = namespace(i=messages|length - 1) %}{% for m in messages[::-1] %}{% set ns.i = (messages|length - 1) - loop.index0 %}{{ ns.i }}{% endfor %}",
 ]
 
 # Snippets that must fail; the Swift side checks that they throw.
@@ -695,6 +868,9 @@ ERROR_SNIPPETS = [
     "{{ 5 // 0 }}",
     "{{ nums.append(4) }}",
     "{{ 3|items|list }}",
+    "{{ 'abc'.split('') }}",
+    "{{ none.startswith('<tool_response>') }}",
+    "{{ '</think>' in none }}",
 ]
 
 # ---------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from tllm_server_helpers import STARTUP_TIMEOUT, Node, check_error_shape, free_port, user
+from tllm_server_helpers import STARTUP_TIMEOUT, Node, TllmServer, check_error_shape, free_port, user
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -253,17 +253,6 @@ class Victim:
         return problems
 
 
-def _server_class(config) -> type:
-    """TllmServer from Tests/server/conftest.py (not `from conftest import`: when Tests/server and
-    Tests/interop run in one pytest invocation, `conftest` names the interop one)."""
-    ours = Path(__file__).with_name("conftest.py").resolve()
-    for plugin in config.pluginmanager.get_plugins():
-        f = getattr(plugin, "__file__", None)
-        if f and Path(f).resolve() == ours and hasattr(plugin, "TllmServer"):
-            return plugin.TllmServer
-    raise AssertionError(f"{ours} is not loaded as a conftest")
-
-
 def _stop(server, what: str):
     rc = server.terminate()
     assert rc == 0, f"{what}: exit code {rc} after SIGTERM; logs:\n{server.log_tail()}"
@@ -293,7 +282,7 @@ def model_shape(model_path) -> tuple[int, int]:
 
 def _victim(request, server_bin, model_path, log_dir, name: str, what: str, **flags):
     """A module's server as a Victim; stopped (and checked) at the end of the module."""
-    server = _server_class(request.config)(server_bin, model_path, log_dir, name, **flags)
+    server = TllmServer(server_bin, model_path, log_dir, name, **flags)
     victim = Victim(server)
     yield victim
     victim.close()
@@ -512,7 +501,9 @@ def nested_bodies(path: str) -> list[tuple[str, str]]:
     fields = {
         CHAT: [('{"max_tokens":1,"messages":%s}', "messages"),
                ('{"max_tokens":1,"messages":[{"role":"user","content":%s}]}', "content"),
-               ('{"max_tokens":1,"messages":[{"role":"user","content":"hi"}],"stop":%s}', "stop")],
+               ('{"max_tokens":1,"messages":[{"role":"user","content":"hi"}],"stop":%s}', "stop"),
+               ('{"max_tokens":1,"messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":%s}',
+                "chat_template_kwargs")],
         COMPLETIONS: [('{"max_tokens":1,"prompt":%s}', "prompt"),
                       ('{"max_tokens":1,"prompt":"hi","stop":%s}', "stop"),
                       ('{"max_tokens":1,"prompt":"hi","stop_token_ids":%s}', "stop_token_ids")],

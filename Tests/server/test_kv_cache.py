@@ -6,7 +6,6 @@ and /metrics in Prometheus text format whose counters move.
 from __future__ import annotations
 
 import concurrent.futures
-import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families

@@ -16,7 +16,8 @@ The page's DOM contract (what this test relies on, see index.html):
   #prompt #send #stop #clear #system #temperature #top_p #top_k #max_tokens #seed #api_key #model
   #messages > .message.user / .message.assistant, each with a .content (the text); an assistant
   message has data-state = streaming | done | stopped | error, data-finish-reason from the last
-  chunk ("abort" when stopped), a .stats line after the answer and an .error box on failure.
+  chunk ("abort" when stopped), a .stats line after the answer and an .error box on failure; a
+  thinking model's reasoning (`reasoning_content`) goes into a .reasoning box before .content.
   #cluster-connection (connected | disconnected), #cluster-model, #cluster-layers,
   #cluster-status (complete | incomplete), #cluster-clients, #cluster-mode,
   #cluster-bar > .segment[data-start][data-end][data-count], #cluster-workers > tr[data-client-id].
@@ -36,7 +37,16 @@ import aiohttp
 import httpx
 import pytest
 
-from tllm_server_helpers import LONG_PROMPT, REQUEST_TIMEOUT, STARTUP_TIMEOUT, Node, free_port, logs, user
+from tllm_server_helpers import (
+    LONG_PROMPT,
+    REQUEST_TIMEOUT,
+    STARTUP_TIMEOUT,
+    THINKING_TEMPLATE,
+    Node,
+    free_port,
+    logs,
+    user,
+)
 
 try:
     from selenium import webdriver
@@ -173,12 +183,13 @@ class Page:
             prompt.send_keys(line)
 
     def messages(self) -> list[dict]:
-        """Every message of #messages: role, text (.content's textContent), state, finish
-        reason, stats and error text."""
+        """Every message of #messages: role, text (.content's textContent), reasoning (.reasoning's),
+        state, finish reason, stats and error text."""
         return self.js("""
             return Array.from(document.querySelectorAll('#messages > .message')).map(m => ({
                 role: m.classList.contains('user') ? 'user' : m.classList.contains('assistant') ? 'assistant' : '?',
                 text: m.querySelector('.content') ? m.querySelector('.content').textContent : null,
+                reasoning: m.querySelector('.reasoning') ? m.querySelector('.reasoning').textContent : null,
                 state: m.getAttribute('data-state'),
                 finish: m.getAttribute('data-finish-reason'),
                 stats: m.querySelector('.stats') ? m.querySelector('.stats').textContent : null,
@@ -379,6 +390,48 @@ def test_stop_aborts_the_stream(server, http, model_id, page):
     page.by_id("send").click()
     answer = page.wait_answer(4)
     assert answer["state"] == "done", answer
+
+
+def test_thinking_model_shows_reasoning_and_sends_it_back(start_server, model_id, page, tmp_path):
+    """With a thinking template the page shows the streamed `reasoning_content` apart from the answer,
+    and sends it back with the assistant turn (the template renders it into the next prompt)."""
+    template = tmp_path / "thinking.jinja"
+    template.write_text(THINKING_TEMPLATE)
+    s = start_server("web-thinking", chat_template=template)
+    page.open(s.base_url)
+    wait_cluster_ready(page, model_id)
+    page.set_field("temperature", 0)
+    page.set_field("max_tokens", MAX_TOKENS)
+    page.type_prompt(FIRST_PROMPT)
+    page.by_id("send").click()
+    first = page.wait_answer(2)
+    page.snapshot("thinking-answer")
+    assert first["state"] == "done", first
+    with s.http() as http:
+        expected = api_chat(http, model_id, user(FIRST_PROMPT), temperature=0, max_tokens=MAX_TOKENS)
+        assert expected["message"]["reasoning_content"], expected
+        assert first["reasoning"] == expected["message"]["reasoning_content"], (first, expected)
+        assert first["text"] == expected["message"]["content"], (first, expected)
+        assert page.messages()[0]["reasoning"] is None
+
+        page.type_prompt("And of Italy?")
+        page.by_id("send").click()
+        second = page.wait_answer(4)
+        assert second["state"] == "done", second
+        history = [
+            *user(FIRST_PROMPT),
+            {"role": "assistant", "content": first["text"], "reasoning_content": first["reasoning"]},
+            *user("And of Italy?"),
+        ]
+        expected = api_chat(http, model_id, history, temperature=0, max_tokens=MAX_TOKENS)
+        history[1].pop("reasoning_content")
+        without = api_chat(http, model_id, history, temperature=0, max_tokens=MAX_TOKENS)
+        assert without["message"] != expected["message"], "the check cannot tell whether the page sent the reasoning"
+        assert (second["reasoning"], second["text"]) == (
+            expected["message"]["reasoning_content"],
+            expected["message"]["content"] or "",
+        ), (second, expected)
+    assert not page.severe_console_entries(), page.severe_console_entries()
 
 
 def test_api_key_field(start_server, model_id, page):

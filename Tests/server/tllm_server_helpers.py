@@ -39,6 +39,28 @@ CLUSTER_PROMPTS = [
 
 FINISH_REASONS = ("stop", "length")
 
+# A chat template for `--chat_template` that makes SmolLM2 a "thinking" model (test_reasoning.py,
+# test_web_page.py): SmolLM2's turn format with a thinking block, opened in the generation prompt unless
+# enable_thinking is false (then closed empty, as Qwen3's template does), an assistant turn's
+# reasoning_content rendered back before its content, and an error for a string enable_thinking.
+THINKING_TEMPLATE = (
+    "{%- if enable_thinking is defined and enable_thinking is string %}"
+    "{{- raise_exception('enable_thinking must be a boolean') }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\\n' }}"
+    "{%- if message.reasoning_content is defined and message.reasoning_content %}"
+    "{{- '<think>\\n' + message.reasoning_content + '\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{{- message.content + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- else %}{{- '<think>\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+
 STARTUP_TIMEOUT = 60.0  # seconds for GET /health to answer 200
 STOP_TIMEOUT = 10.0  # seconds for a graceful exit (code 0) after SIGTERM
 REQUEST_TIMEOUT = 300.0  # one HTTP request (debug builds on a busy 2-core machine are slow)
@@ -357,3 +379,177 @@ def wait_until_generating(http, nodes, timeout: float, tag: str = "cluster") -> 
             last = repr(error)
         time.sleep(0.5)
     raise AssertionError(f"{tag}: not ready in {timeout}s (last answer {last}):\n{logs(nodes)}")
+
+
+class TllmServer:
+    """A running `tllm.server --is_local` on 127.0.0.1:<free port>, ready (GET /health == 200)."""
+
+    def __init__(self, binary: Path, model: Path, log_dir: Path, name: str, env: dict[str, str] | None = None,
+                 **flags):
+        """`env`: variables added to the test's environment for the process (default: none added)."""
+        self.binary = binary
+        self.model = model
+        self.name = name
+        self.env = env
+        self.flags = flags
+        self.log_dir = log_dir
+        self.returncode: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self.spawns = 0
+        self.stopped = False  # by terminate(), not by a crash
+        # Log tails of earlier processes of this server that died (see `restart`).
+        self.crashes: list[str] = []
+        for _ in range(3):
+            self.port = free_port()
+            self._spawn()
+            if self._wait_ready():
+                return
+        raise AssertionError(f"`{self.cmdline}` never became ready; logs:\n{self.log_tail()}")
+
+    def restart(self):
+        """A new process on the same port (clients keep their base URL), after this one died or
+        was stopped."""
+        assert not self.alive()
+        if not self.stopped:
+            self.crashes.append(f"`{self.cmdline}` exited with {self.proc.returncode}; logs:\n{self.log_tail()}")
+        self.stopped = False
+        self._spawn()
+        if not self._wait_ready():
+            raise AssertionError(f"could not restart `{self.cmdline}`: port {self.port} is taken")
+
+    # -- process
+
+    def _spawn(self):
+        args = [
+            str(self.binary),
+            "--model_path", str(self.model),
+            "--is_local",
+            "--http_port", str(self.port),
+            "--hostname", "127.0.0.1",
+            "--threads", str(THREADS),
+        ]  # fmt: skip
+        for k, v in self.flags.items():
+            args += [f"--{k}"] if v is True else [f"--{k}", str(v)]  # True: a flag without a value
+        self.args = args
+        self.spawns += 1
+        stem = f"{self.name}-{os.getpid()}-{self.spawns}"
+        self.stderr_path = self.log_dir / f"{stem}.stderr"
+        self.stdout_path = self.log_dir / f"{stem}.stdout"
+        with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO_ROOT,
+                                         env={**os.environ, **self.env} if self.env else None)
+
+    @property
+    def cmdline(self) -> str:
+        return " ".join(self.args)
+
+    def _wait_ready(self) -> bool:
+        """True when ready; False when the port was taken by someone else (retry); raises otherwise."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        with httpx.Client(trust_env=False, timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                rc = self.proc.poll()
+                if rc is not None:
+                    logs = self.log_text()
+                    if re.search(r"address already in use|EADDRINUSE|errno: 98", logs, re.I):
+                        return False
+                    raise AssertionError(
+                        f"`{self.cmdline}` exited ({rc}) before it was ready; logs:\n{self.log_tail()}"
+                    )
+                try:
+                    if http.get(f"{self.base_url}/health").status_code == 200:
+                        return True
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        self.kill()
+        raise AssertionError(
+            f"`{self.cmdline}`: GET /health not 200 within {STARTUP_TIMEOUT}s; logs:\n{self.log_tail()}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM and wait; the exit code, or None when it did not exit in time (then it is killed)."""
+        if self.proc is None:
+            return self.returncode
+        if self.proc.poll() is None:
+            self.stopped = True
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+        return self.returncode
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    # -- logs
+
+    def log_text(self) -> str:
+        """stderr then stdout, whole (the request log may go to either)."""
+        parts = []
+        for p in (self.stderr_path, self.stdout_path):
+            try:
+                parts.append(p.read_text(errors="replace"))
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    def log_tail(self, n: int = 6000) -> str:
+        out = []
+        for label, p in (("stderr", self.stderr_path), ("stdout", self.stdout_path)):
+            try:
+                text = p.read_text(errors="replace")
+            except OSError:
+                continue
+            if text.strip():
+                out.append(f"--- {label} ({p}) ---\n{_excerpt(text, n)}")
+        return "\n".join(out) or "(no output)"
+
+    def log_size(self) -> tuple[int, int]:
+        return tuple(p.stat().st_size if p.exists() else 0 for p in (self.stderr_path, self.stdout_path))
+
+    def log_since(self, mark: tuple[int, int]) -> str:
+        parts = []
+        for p, start in zip((self.stderr_path, self.stdout_path), mark, strict=True):
+            try:
+                with open(p, "rb") as f:
+                    f.seek(start)
+                    parts.append(f.read().decode("utf-8", "replace"))
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    # -- clients
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, api_key: str = "sk-tllm-test", **kw) -> openai.OpenAI:
+        kw.setdefault("timeout", REQUEST_TIMEOUT)
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=api_key, max_retries=0, **kw)
+
+    def async_client(self, api_key: str = "sk-tllm-test", **kw) -> openai.AsyncOpenAI:
+        kw.setdefault("timeout", REQUEST_TIMEOUT)
+        return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key=api_key, max_retries=0, **kw)
+
+    def http(self, **kw) -> httpx.Client:
+        kw.setdefault("timeout", REQUEST_TIMEOUT)
+        return httpx.Client(base_url=self.base_url, trust_env=False, **kw)
+
+
+def _excerpt(text: str, n: int) -> str:
+    """The last n characters, or, after a crash, n characters from just before it (a Swift
+    backtrace is long; its first lines say what happened)."""
+    m = re.search(r"Fatal error|\*\*\* Program crashed|\*\*\* Signal \d+", text)
+    if m:
+        start = max(0, m.start() - 2000)
+        return text[start : start + n] + ("\n[...]" if len(text) > start + n else "")
+    return text[-n:]
