@@ -7,17 +7,12 @@ source "$(dirname "$0")/../scripts/prelude.sh"
 tools=(llama-bench llama-perplexity llama-server)
 have_tools() { for tool in "${tools[@]}"; do [ -x "$1/$tool" ] || return 1; done; }
 if [ -n "${LLAMA_CPP_BIN:-}" ] && have_tools "$LLAMA_CPP_BIN"; then echo "$LLAMA_CPP_BIN"; exit 0; fi
-venv=$(bash scripts/python-env.sh)
 [ -x /usr/bin/cmake ] || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo; $sudo apt-get install -y -qq cmake >/dev/null; }
 llama=.build-llama
 if ! have_tools "$llama/build/bin"; then
-    if [ ! -f "$llama/build/CMakeCache.txt" ]; then
-        mkdir -p "$llama"
-        "$venv/bin/python" -m pip download --quiet --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36 -d "$llama" >&2
-        tar -xzf "$llama"/llama_cpp_python-0.3.36.tar.gz -C "$llama"
-    fi
+    source_tree=$(bash scripts/llama-cpp-source.sh)
     # (Re)configuring keeps what an earlier build of some of the tools compiled.
-    cmake -S "$llama/llama_cpp_python-0.3.36/vendor/llama.cpp" -B "$llama/build" -DCMAKE_BUILD_TYPE=Release \
+    cmake -S "$source_tree" -B "$llama/build" -DCMAKE_BUILD_TYPE=Release \
         -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF \
         `# llama-server without its web page: no npm build, no download of prebuilt assets` \
         -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \

@@ -1,4 +1,5 @@
 import CTLLMKernels
+import Foundation
 import TLLMModelFiles
 
 /// The requests of one step, in the order their rows are stacked: `rows` new tokens of
@@ -57,8 +58,23 @@ public final class DecoderShard {
     struct LayerWeights {
         var attentionNorm: FloatStorage
         var feedForwardNorm: FloatStorage
-        var query, key, value, output, gate, up, down: Linear
+        var query, key, value, output: Linear
+        var feedForward: FeedForward
         var queryBias, keyBias, valueBias: FloatStorage?
+        /// Per-head RMSNorm weights of q and k (Qwen3).
+        var queryNorm, keyNorm: FloatStorage?
+    }
+
+    /// A layer's SwiGLU feed-forward block: one for every token, or experts a router picks per token.
+    enum FeedForward {
+        case dense(Expert)
+        case experts(router: Linear, experts: [Expert], perToken: Int, normalize: Bool)
+    }
+
+    /// One SwiGLU block: `down(silu(gate(x)) * up(x))`.
+    struct Expert {
+        var gate, up, down: Linear
+        var width: Int { gate.outputs }
     }
 
     /// Loads the weights of `layers` (views into the mapped file; nothing is copied for GGUF) and
@@ -90,8 +106,43 @@ public final class DecoderShard {
         func optionalVector(_ role: TensorRole, _ count: Int) throws -> FloatStorage? {
             model.hasTensor(role) ? try vector(role, count) : nil
         }
+        /// The per-head q/k norm: required by the families that have one, refused where it would be ignored.
+        func headNorm(_ role: TensorRole.LayerTensor, _ index: Int) throws -> FloatStorage? {
+            if c.architecture.normalisesQueryKey { return try vector(.layer(index, role), c.headDimension) }
+            guard !model.hasTensor(.layer(index, role)) else {
+                throw ModelFileError(
+                    model.path,
+                    "tensor \(TensorRole.layer(index, role)) is present, but the \(c.architecture) architecture has "
+                        + "no q/k norm")
+            }
+            return nil
+        }
         func linear(_ role: TensorRole.LayerTensor, _ index: Int, _ outputs: Int, _ inputs: Int) throws -> Linear {
             try Linear(model.tensor(.layer(index, role), shape: [outputs, inputs]), options: options)
+        }
+        /// Experts where the layer has a router (some MoE models keep dense layers), else dense.
+        func feedForward(_ index: Int) throws -> FeedForward {
+            guard let moe = c.experts, model.hasTensor(.layer(index, .router)) else {
+                return .dense(
+                    Expert(
+                        gate: try linear(.gate, index, c.intermediateSize, hidden),
+                        up: try linear(.up, index, c.intermediateSize, hidden),
+                        down: try linear(.down, index, hidden, c.intermediateSize)))
+            }
+            func matrix(_ expert: Int, _ role: TensorRole.ExpertTensor, _ outputs: Int, _ inputs: Int) throws -> Linear
+            {
+                try Linear(
+                    model.tensor(.expert(layer: index, expert: expert, role), shape: [outputs, inputs]),
+                    options: options)
+            }
+            let width = moe.feedForwardSize
+            return .experts(
+                router: try linear(.router, index, moe.expertCount, hidden),
+                experts: try (0..<moe.expertCount).map { e in
+                    Expert(
+                        gate: try matrix(e, .gate, width, hidden), up: try matrix(e, .up, width, hidden),
+                        down: try matrix(e, .down, hidden, width))
+                }, perToken: moe.expertsPerToken, normalize: moe.normalizesSelected)
         }
         weights = try layers.map { index in
             LayerWeights(
@@ -101,12 +152,12 @@ public final class DecoderShard {
                 key: try linear(.key, index, kvWidth, hidden),
                 value: try linear(.value, index, kvWidth, hidden),
                 output: try linear(.attentionOutput, index, hidden, qWidth),
-                gate: try linear(.gate, index, c.intermediateSize, hidden),
-                up: try linear(.up, index, c.intermediateSize, hidden),
-                down: try linear(.down, index, hidden, c.intermediateSize),
+                feedForward: try feedForward(index),
                 queryBias: try optionalVector(.layer(index, .queryBias), qWidth),
                 keyBias: try optionalVector(.layer(index, .keyBias), kvWidth),
-                valueBias: try optionalVector(.layer(index, .valueBias), kvWidth))
+                valueBias: try optionalVector(.layer(index, .valueBias), kvWidth),
+                queryNorm: try headNorm(.queryNorm, index),
+                keyNorm: try headNorm(.keyNorm, index))
         }
         ropeFactors = try model.ropeFrequencyFactors().map(FloatStorage.init)
         cache = KVPagePool(
@@ -158,8 +209,11 @@ public final class DecoderShard {
         let v = FloatStorage(count: rows * kvWidth)
         let attention = FloatStorage(count: rows * qWidth)
         let projected = FloatStorage(count: rows * c.hiddenSize)
-        let gate = FloatStorage(count: rows * c.intermediateSize)
-        let up = FloatStorage(count: rows * c.intermediateSize)
+        let feedForwardWidth = max(c.intermediateSize, c.experts?.feedForwardSize ?? 0)
+        let gate = FloatStorage(count: rows * feedForwardWidth)
+        let up = FloatStorage(count: rows * feedForwardWidth)
+        let kinds = Self.rowKinds(groups: Self.rowGroups(sequences), rows: rows)
+        let mixture = c.experts.map { MixtureScratch(rows: rows, hidden: c.hiddenSize, experts: $0.expertCount) }
         let scale = 1 / Float(c.headDimension).squareRoot()
 
         let groups = Self.rowGroups(sequences)
@@ -182,6 +236,15 @@ public final class DecoderShard {
                 addBias(layer.queryBias, to: q.pointer, rows: rows, width: qWidth)
                 addBias(layer.keyBias, to: k.pointer, rows: rows, width: kvWidth)
                 addBias(layer.valueBias, to: v.pointer, rows: rows, width: kvWidth)
+                // Qwen3: each head's q and k RMS-normalised on their own, before RoPE.
+                if let norm = layer.queryNorm {
+                    tllm_rms_norm(
+                        q.pointer, norm.pointer, q.pointer, rows * c.headCount, c.headDimension, c.rmsNormEpsilon)
+                }
+                if let norm = layer.keyNorm {
+                    tllm_rms_norm(
+                        k.pointer, norm.pointer, k.pointer, rows * c.kvHeadCount, c.headDimension, c.rmsNormEpsilon)
+                }
 
                 var row = 0
                 for slice in sequences {
@@ -209,10 +272,18 @@ public final class DecoderShard {
                 for i in 0..<(rows * c.hiddenSize) { x[i] += projected.pointer[i] }
 
                 tllm_rms_norm(x, layer.feedForwardNorm.pointer, normed.pointer, rows, c.hiddenSize, c.rmsNormEpsilon)
-                project(layer.gate, normed.pointer, gate.pointer)
-                project(layer.up, normed.pointer, up.pointer)
-                tllm_silu_mul(gate.pointer, up.pointer, gate.pointer, rows * c.intermediateSize)
-                project(layer.down, gate.pointer, projected.pointer)
+                switch layer.feedForward {
+                case .dense(let block):
+                    project(block.gate, normed.pointer, gate.pointer)
+                    project(block.up, normed.pointer, up.pointer)
+                    tllm_silu_mul(gate.pointer, up.pointer, gate.pointer, rows * block.width)
+                    project(block.down, gate.pointer, projected.pointer)
+                case .experts(let router, let experts, let perToken, let normalize):
+                    project(router, normed.pointer, mixture!.logits.pointer)
+                    mixture!.mix(
+                        normed.pointer, into: projected.pointer, experts: experts, perToken: perToken,
+                        normalize: normalize, kinds: kinds, gate: gate.pointer, up: up.pointer, pool: pool)
+                }
                 for i in 0..<(rows * c.hiddenSize) { x[i] += projected.pointer[i] }
             }
         }
@@ -240,10 +311,93 @@ public final class DecoderShard {
         return groups
     }
 
+    /// The kind of every row of a step.
+    static func rowKinds(groups: [(rows: Range<Int>, kind: Linear.RowKind)], rows: Int) -> [Linear.RowKind] {
+        var kinds = [Linear.RowKind](repeating: .generated, count: rows)
+        for group in groups { for row in group.rows { kinds[row] = group.kind } }
+        return kinds
+    }
+
     private func addBias(_ bias: FloatStorage?, to values: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
         guard let bias else { return }
         for r in 0..<rows {
             for i in 0..<width { values[r * width + i] += bias.pointer[i] }
+        }
+    }
+}
+
+/// The scratch of a mixture-of-experts block for one step: router logits, and each expert's rows
+/// gathered together so that its weights are read once per step whatever number of tokens chose it.
+final class MixtureScratch {
+    let logits: FloatStorage
+    private let gathered: FloatStorage
+    private let output: FloatStorage
+    private let rows: Int, hidden: Int, expertCount: Int
+
+    init(rows: Int, hidden: Int, experts: Int) {
+        (self.rows, self.hidden, self.expertCount) = (rows, hidden, experts)
+        logits = FloatStorage(count: rows * experts)
+        gathered = FloatStorage(count: rows * hidden)
+        output = FloatStorage(count: rows * hidden)
+    }
+
+    /// The top `count` experts of a row of router logits with their softmax probabilities (over all
+    /// experts), highest first; equal probabilities go to the lower index.
+    static func select(_ logits: UnsafePointer<Float>, experts: Int, count: Int, normalize: Bool) -> [(Int, Float)] {
+        var maximum = -Float.infinity
+        for e in 0..<experts { maximum = max(maximum, logits[e]) }
+        var sum = 0.0
+        for e in 0..<experts { sum += Double(expf(logits[e] - maximum)) }
+        var top: [Int] = []
+        top.reserveCapacity(count + 1)
+        for e in 0..<experts {
+            var position = top.count
+            while position > 0 && logits[top[position - 1]] < logits[e] { position -= 1 }
+            guard position < count else { continue }
+            top.insert(e, at: position)
+            if top.count > count { top.removeLast() }
+        }
+        var chosen = top.map { ($0, Float(Double(expf(logits[$0] - maximum)) / sum)) }
+        if normalize {
+            let total = chosen.reduce(Float(0)) { $0 + $1.1 }
+            chosen = chosen.map { ($0.0, $0.1 / total) }
+        }
+        return chosen
+    }
+
+    /// `out = Σ_selected p_e · expert_e(x)` for every row of `x` (`rows × hidden`), from the
+    /// router logits in `logits`. Rows are grouped by expert, and within an expert by kind, so a
+    /// row runs on the kernel of its kind (batch invariance) and sums its experts in index order.
+    func mix(
+        _ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, experts: [DecoderShard.Expert], perToken: Int,
+        normalize: Bool, kinds: [Linear.RowKind], gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>,
+        pool: ComputePool
+    ) {
+        var assigned = [[(row: Int, weight: Float)]](repeating: [], count: expertCount)
+        for row in 0..<rows {
+            let chosen = Self.select(
+                logits.pointer + row * expertCount, experts: expertCount, count: perToken, normalize: normalize)
+            for (expert, weight) in chosen { assigned[expert].append((row, weight)) }
+        }
+        out.update(repeating: 0, count: rows * hidden)
+        for (index, expert) in experts.enumerated() {
+            for kind in [Linear.RowKind.prompt, .generated] {
+                let members = assigned[index].filter { kinds[$0.row] == kind }
+                guard !members.isEmpty else { continue }
+                for (i, member) in members.enumerated() {
+                    (gathered.pointer + i * hidden).update(from: x + member.row * hidden, count: hidden)
+                }
+                let n = members.count
+                expert.gate.apply(gathered.pointer, rows: n, into: gate, pool: pool, kind: kind)
+                expert.up.apply(gathered.pointer, rows: n, into: up, pool: pool, kind: kind)
+                tllm_silu_mul(gate, up, gate, n * expert.width)
+                expert.down.apply(gate, rows: n, into: output.pointer, pool: pool, kind: kind)
+                for (i, member) in members.enumerated() {
+                    let source = output.pointer + i * hidden
+                    let target = out + member.row * hidden
+                    for j in 0..<hidden { target[j] += member.weight * source[j] }
+                }
+            }
         }
     }
 }

@@ -54,6 +54,15 @@ struct GenerateCommand: AsyncParsableCommand {
     @Flag(name: .customLong("int8_activations"), help: "Short for --activations int8.")
     var int8Activations = false
 
+    @Option(
+        name: .customLong("score_ids"),
+        help: ArgumentHelp(
+            "Score comma-separated token ids teacher-forced instead of generating: the first half as one prompt "
+                + "pass, the rest one token at a time; prints JSON (per position: the top-1 id, its log-prob and "
+                + "the next id's log-prob).",
+            valueName: "ids"))
+    var scoreIDs: String?
+
     func run() async throws {
         OpenBLASKernel.selectForThisCPU()
         let path = try await ModelLocator().resolvePath(modelPath)
@@ -68,6 +77,18 @@ struct GenerateCommand: AsyncParsableCommand {
         let options = ComputeOptions(activations: precision, kvCache: element)
         let shard = try ShardActor(model: bundle.weights, layers: 0..<layers, threads: threads, options: options)
         let head = try HeadActor(model: bundle.weights, threads: threads, options: options)
+        if let scoreIDs {
+            let ids = try scoreIDs.split(separator: ",").map { field -> Int32 in
+                guard let id = Int32(field.trimmingCharacters(in: .whitespaces)), id >= 0,
+                    Int(id) < head.vocabularySize
+                else { throw ValidationError("--score_ids: \(field) is not a token id below \(head.vocabularySize)") }
+                return id
+            }
+            guard ids.count >= 2 else { throw ValidationError("--score_ids needs at least two ids") }
+            let scores = try await TeacherForcedScores(ids: ids, shard: shard, head: head)
+            FileHandle.standardOutput.write(try JSONEncoder().encode(scores) + Data("\n".utf8))
+            return
+        }
 
         let promptTokens =
             raw
@@ -109,6 +130,46 @@ struct GenerateCommand: AsyncParsableCommand {
             promptTokens.count, Double(promptTokens.count) / prefillTime.seconds, prefillTime.seconds * 1000, generated,
             Double(max(generated - 1, 0)) / max(decodeTime.seconds, 1e-9), threads)
         FileHandle.standardError.write(Data(report.utf8))
+    }
+}
+
+/// One teacher-forced pass over `ids`: the first half as a prompt pass (the prefill kernels), the
+/// rest fed one token at a time (the decode kernels); for every position but the last, the most
+/// likely next token and the log-probs (float64 log-softmax of the logits) of it and of the next id.
+struct TeacherForcedScores: Encodable {
+    var topIDs: [Int32] = []
+    var topLogprobs: [Double] = []
+    var targetLogprobs: [Double] = []
+
+    enum CodingKeys: String, CodingKey {
+        case topIDs = "top_ids", topLogprobs = "top_logprobs", targetLogprobs = "target_logprobs"
+    }
+
+    init(ids: [Int32], shard: ShardActor, head: HeadActor) async throws {
+        let prompt = ids.count / 2
+        var hidden = try await head.embed(Array(ids[..<prompt]))
+        hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "s", rows: prompt, promptRows: prompt)])
+        add(await head.logits(hidden, rows: prompt), rows: prompt, vocabulary: head.vocabularySize, next: ids[1...])
+        for position in prompt..<(ids.count - 1) {
+            hidden = try await head.embed([ids[position]])
+            hidden = try await shard.forward(hidden, sequences: [SequenceSlice(id: "s", rows: 1, promptRows: 0)])
+            add(
+                await head.logits(hidden, rows: 1), rows: 1, vocabulary: head.vocabularySize,
+                next: ids[(position + 1)...])
+        }
+    }
+
+    private mutating func add(_ logits: [Float], rows: Int, vocabulary: Int, next: ArraySlice<Int32>) {
+        for row in 0..<rows {
+            let values = logits[(row * vocabulary)..<((row + 1) * vocabulary)]
+            let top = values.indices.max { values[$0] < values[$1] }!
+            let maximum = Double(values[top])
+            let logSum = maximum + log(values.reduce(0.0) { $0 + exp(Double($1) - maximum) })
+            topIDs.append(Int32(top - row * vocabulary))
+            topLogprobs.append(maximum - logSum)
+            let target = next[next.startIndex + row]
+            targetLogprobs.append(Double(values[row * vocabulary + Int(target)]) - logSum)
+        }
     }
 }
 

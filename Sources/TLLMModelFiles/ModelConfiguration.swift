@@ -8,6 +8,27 @@ public struct ModelConfiguration: Sendable, Hashable {
         case llama
         /// Llama with q/k/v biases.
         case qwen2
+        /// Llama with a per-head RMSNorm on q and k before RoPE, no biases by default, and a head
+        /// dimension of its own (not hidden / heads).
+        case qwen3
+        /// Qwen3 with mixture-of-experts feed-forward layers.
+        case qwen3moe
+
+        /// Whether q and k are RMS-normalised per head before RoPE (`attn_q_norm` / `q_norm`).
+        public var normalisesQueryKey: Bool { self == .qwen3 || self == .qwen3moe }
+    }
+
+    /// Mixture-of-experts feed-forward layers (Qwen3-MoE, Mixtral): a router picks
+    /// `expertsPerToken` of `expertCount` SwiGLU experts per token and mixes their outputs by the
+    /// router's softmax probabilities. Which layers are sparse is read from the tensors present.
+    public struct MixtureOfExperts: Sendable, Hashable {
+        public var expertCount: Int
+        public var expertsPerToken: Int
+        /// Each expert's intermediate size.
+        public var feedForwardSize: Int
+        /// Whether the selected experts' probabilities are rescaled to sum to 1 (Mixtral, Qwen3-MoE's
+        /// `norm_topk_prob`).
+        public var normalizesSelected: Bool
     }
 
     /// Llama 3's frequency-dependent RoPE scaling (`rope_scaling.rope_type == "llama3"`).
@@ -36,6 +57,8 @@ public struct ModelConfiguration: Sendable, Hashable {
     public var attentionBias: Bool
     /// MLX affine quantisation of the checkpoint, if any.
     public var quantization: MLXQuantization?
+    /// The experts of the sparse layers, if the model has any.
+    public var experts: MixtureOfExperts?
 
     /// MLX's `quantization: {group_size, bits}`.
     public struct MLXQuantization: Sendable, Hashable {
@@ -77,6 +100,15 @@ public struct ModelConfiguration: Sendable, Hashable {
         quantization = nil
         tieWordEmbeddings = !file.hasTensor(named: "output.weight")
         attentionBias = file.hasTensor(named: "blk.0.attn_q.bias")
+        experts = nil
+        if let count = metadata["\(name).expert_count"]?.int, count > 0 {
+            // llama.cpp renormalises the selected experts' weights for both families it files
+            // under these architectures (Mixtral as llama, Qwen3-MoE).
+            experts = MixtureOfExperts(
+                expertCount: count, expertsPerToken: try int("expert_used_count"),
+                feedForwardSize: metadata["\(name).expert_feed_forward_length"]?.int ?? intermediateSize,
+                normalizesSelected: true)
+        }
         try validate(path: file.path)
     }
 
@@ -86,12 +118,15 @@ public struct ModelConfiguration: Sendable, Hashable {
             throw ModelFileError(path, "not a JSON object")
         }
         let modelType = json["model_type"] as? String ?? ""
-        let families: [String: Architecture] = ["llama": .llama, "mistral": .llama, "qwen2": .qwen2]
+        let families: [String: Architecture] = [
+            "llama": .llama, "mistral": .llama, "mixtral": .llama, "qwen2": .qwen2, "qwen3": .qwen3,
+            "qwen3_moe": .qwen3moe,
+        ]
         guard let architecture = families[modelType] else {
             let named = (json["architectures"] as? [String])?.joined(separator: ", ") ?? "none"
             throw ModelFileError(
                 path,
-                "model_type \"\(modelType)\" (architectures: \(named)) is not supported (supported: llama, mistral, qwen2)"
+                "model_type \"\(modelType)\" (architectures: \(named)) is not supported (supported: \(families.keys.sorted().joined(separator: ", ")))"
             )
         }
         func int(_ key: String) throws(ModelFileError) -> Int {
@@ -113,20 +148,48 @@ public struct ModelConfiguration: Sendable, Hashable {
         vocabularySize = try int("vocab_size")
         contextLength = (json["max_position_embeddings"] as? NSNumber)?.intValue ?? 2048
         rmsNormEpsilon = float("rms_norm_eps", default: 1e-6)
-        ropeTheta = float("rope_theta", default: 10_000)
+        // transformers 5 writes `rope_parameters` (the base and the scaling in one object); earlier
+        // versions a top-level `rope_theta` and `rope_scaling`.
+        let ropeParameters = json["rope_parameters"] as? [String: Any]
+        ropeTheta =
+            (json["rope_theta"] as? NSNumber)?.floatValue ?? (ropeParameters?["rope_theta"] as? NSNumber)?.floatValue
+            ?? 10_000
         ropeScaling = nil
-        if let scaling = json["rope_scaling"] as? [String: Any] {
-            let type = scaling["rope_type"] as? String ?? scaling["type"] as? String ?? ""
-            guard type == "llama3" else {
-                throw ModelFileError(path, "rope_scaling type \"\(type)\" is not supported (llama3 is)")
+        if let scaling = json["rope_scaling"] as? [String: Any] ?? ropeParameters {
+            let type = scaling["rope_type"] as? String ?? scaling["type"] as? String ?? "default"
+            switch type {
+            case "default": break
+            case "llama3":
+                ropeScaling = Llama3RopeScaling(
+                    factor: (scaling["factor"] as? NSNumber)?.floatValue ?? 8,
+                    lowFrequencyFactor: (scaling["low_freq_factor"] as? NSNumber)?.floatValue ?? 1,
+                    highFrequencyFactor: (scaling["high_freq_factor"] as? NSNumber)?.floatValue ?? 4,
+                    originalContextLength: (scaling["original_max_position_embeddings"] as? NSNumber)?.intValue
+                        ?? 8192)
+            default:
+                throw ModelFileError(path, "rope type \"\(type)\" is not supported (default and llama3 are)")
             }
-            ropeScaling = Llama3RopeScaling(
-                factor: (scaling["factor"] as? NSNumber)?.floatValue ?? 8,
-                lowFrequencyFactor: (scaling["low_freq_factor"] as? NSNumber)?.floatValue ?? 1,
-                highFrequencyFactor: (scaling["high_freq_factor"] as? NSNumber)?.floatValue ?? 4,
-                originalContextLength: (scaling["original_max_position_embeddings"] as? NSNumber)?.intValue ?? 8192)
+        }
+        // Sliding-window attention (Qwen2/3's `use_sliding_window`, `layer_types`) is not computed:
+        // refusing is better than attending to positions the model never saw together.
+        if json["use_sliding_window"] as? Bool == true {
+            throw ModelFileError(path, "use_sliding_window is true; sliding-window attention is not supported")
+        }
+        if let types = json["layer_types"] as? [Any],
+            let other = types.first(where: { $0 as? String != "full_attention" })
+        {
+            throw ModelFileError(path, "layer_types has \"\(other)\"; only full_attention layers are supported")
         }
         quantization = nil
+        experts = nil
+        if let count = (json["num_experts"] as? NSNumber ?? json["num_local_experts"] as? NSNumber)?.intValue,
+            count > 0
+        {
+            experts = MixtureOfExperts(
+                expertCount: count, expertsPerToken: try int("num_experts_per_tok"),
+                feedForwardSize: (json["moe_intermediate_size"] as? NSNumber)?.intValue ?? intermediateSize,
+                normalizesSelected: modelType == "mixtral" || json["norm_topk_prob"] as? Bool == true)
+        }
         tieWordEmbeddings = json["tie_word_embeddings"] as? Bool ?? false
         attentionBias = architecture == .qwen2 || (json["attention_bias"] as? Bool ?? false)
         if let quantization = json["quantization"] as? [String: Any] ?? json["quantization_config"] as? [String: Any] {
@@ -165,6 +228,16 @@ public struct ModelConfiguration: Sendable, Hashable {
         }
         guard rmsNormEpsilon.isFinite, rmsNormEpsilon > 0, rmsNormEpsilon < 1 else {
             throw ModelFileError(path, "RMSNorm epsilon \(rmsNormEpsilon) is outside (0, 1)")
+        }
+        if let experts {
+            guard (1...4096).contains(experts.expertCount), (1...experts.expertCount).contains(experts.expertsPerToken),
+                (1...(1 << 18)).contains(experts.feedForwardSize)
+            else {
+                throw ModelFileError(
+                    path,
+                    "experts: \(experts.expertsPerToken) of \(experts.expertCount) per token, \(experts.feedForwardSize) "
+                        + "wide, is out of range (1...4096 experts, at least one used, 1...\(1 << 18) wide)")
+            }
         }
         if let scaling = ropeScaling {
             let factors = [scaling.factor, scaling.lowFrequencyFactor, scaling.highFrequencyFactor]

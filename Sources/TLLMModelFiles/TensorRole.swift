@@ -6,12 +6,24 @@ public enum TensorRole: Hashable, Sendable, CustomStringConvertible {
     /// Per-pair RoPE frequency divisors (llama.cpp's `rope_freqs` for Llama 3 scaling).
     case ropeFrequencies
     case layer(Int, LayerTensor)
+    /// One expert's matrix in a mixture-of-experts layer: a slice of GGUF's merged
+    /// `ffn_*_exps` tensor, a tensor of its own in Hugging Face checkpoints.
+    case expert(layer: Int, expert: Int, ExpertTensor)
+
+    /// The matrices of one SwiGLU expert.
+    public enum ExpertTensor: String, Hashable, Sendable, CaseIterable {
+        case gate, up, down
+    }
 
     /// The per-layer weights.
     public enum LayerTensor: String, Hashable, Sendable, CaseIterable {
         case attentionNorm, query, key, value, attentionOutput
         case queryBias, keyBias, valueBias
+        /// Per-head RMSNorm weights of q and k (Qwen3), `headDimension` values each.
+        case queryNorm, keyNorm
         case feedForwardNorm, gate, up, down
+        /// The router of a mixture-of-experts layer: `[experts, hidden]`.
+        case router
     }
 
     /// The tensor's name in a GGUF file (llama.cpp's convention).
@@ -32,17 +44,42 @@ public enum TensorRole: Hashable, Sendable, CustomStringConvertible {
             case .queryBias: suffix = "attn_q.bias"
             case .keyBias: suffix = "attn_k.bias"
             case .valueBias: suffix = "attn_v.bias"
+            case .queryNorm: suffix = "attn_q_norm.weight"
+            case .keyNorm: suffix = "attn_k_norm.weight"
             case .feedForwardNorm: suffix = "ffn_norm.weight"
             case .gate: suffix = "ffn_gate.weight"
             case .up: suffix = "ffn_up.weight"
             case .down: suffix = "ffn_down.weight"
+            case .router: suffix = "ffn_gate_inp.weight"
             }
             return "blk.\(index).\(suffix)"
+        case .expert(let layer, _, let tensor):
+            return "blk.\(layer).ffn_\(tensor.rawValue)_exps.weight"
         }
     }
 
-    /// The tensor's name (without `.weight` for MLX's packed triplets) in a Hugging Face checkpoint.
-    public var huggingFaceName: String {
+    /// The tensor's name in a Hugging Face checkpoint: the first of `huggingFaceNames`.
+    public var huggingFaceName: String { huggingFaceNames[0] }
+
+    /// The names the tensor has in Hugging Face checkpoints, by family where they differ
+    /// (Qwen3-MoE's `mlp.gate` / `mlp.experts.E.gate_proj`, Mixtral's `block_sparse_moe.gate` /
+    /// `block_sparse_moe.experts.E.w1`).
+    public var huggingFaceNames: [String] {
+        switch self {
+        case .layer(let index, .router):
+            return ["mlp.gate.weight", "block_sparse_moe.gate.weight"].map { "model.layers.\(index).\($0)" }
+        case .expert(let layer, let expert, let tensor):
+            let mixtral = ["gate": "w1", "up": "w3", "down": "w2"][tensor.rawValue]!
+            return [
+                "model.layers.\(layer).mlp.experts.\(expert).\(tensor.rawValue)_proj.weight",
+                "model.layers.\(layer).block_sparse_moe.experts.\(expert).\(mixtral).weight",
+            ]
+        default:
+            return [singleHuggingFaceName]
+        }
+    }
+
+    private var singleHuggingFaceName: String {
         switch self {
         case .embedding: return "model.embed_tokens.weight"
         case .outputNorm: return "model.norm.weight"
@@ -59,12 +96,16 @@ public enum TensorRole: Hashable, Sendable, CustomStringConvertible {
             case .queryBias: suffix = "self_attn.q_proj.bias"
             case .keyBias: suffix = "self_attn.k_proj.bias"
             case .valueBias: suffix = "self_attn.v_proj.bias"
+            case .queryNorm: suffix = "self_attn.q_norm.weight"
+            case .keyNorm: suffix = "self_attn.k_norm.weight"
             case .feedForwardNorm: suffix = "post_attention_layernorm.weight"
             case .gate: suffix = "mlp.gate_proj.weight"
             case .up: suffix = "mlp.up_proj.weight"
             case .down: suffix = "mlp.down_proj.weight"
+            case .router: suffix = "mlp.gate.weight"
             }
             return "model.layers.\(index).\(suffix)"
+        case .expert: return huggingFaceNames[0]
         }
     }
 
@@ -99,8 +140,29 @@ public struct GGUFModel: ModelWeights {
     }
 
     public func tensor(_ role: TensorRole) throws(ModelFileError) -> WeightTensor {
-        file.weight(try file.tensor(named: role.ggufName))
+        if let legacy = Self.legacyExpertName(role), !file.hasTensor(named: role.ggufName),
+            file.hasTensor(named: legacy)
+        {
+            return file.weight(try file.tensor(named: legacy))
+        }
+        let weight = file.weight(try file.tensor(named: role.ggufName))
+        guard case .expert(_, let expert, _) = role else { return weight }
+        guard weight.shape.count == 3, (0..<weight.shape[0]).contains(expert) else {
+            throw ModelFileError(
+                file.path,
+                "tensor \(weight.name) has shape \(weight.shape), not [experts, rows, columns] with expert \(expert)")
+        }
+        return weight.slice(expert)
     }
 
-    public func hasTensor(_ role: TensorRole) -> Bool { file.hasTensor(named: role.ggufName) }
+    public func hasTensor(_ role: TensorRole) -> Bool {
+        file.hasTensor(named: role.ggufName) || Self.legacyExpertName(role).map(file.hasTensor(named:)) == true
+    }
+
+    /// Early Mixtral GGUF files (before llama.cpp merged the experts) store one tensor per expert:
+    /// `blk.L.ffn_gate.E.weight`.
+    static func legacyExpertName(_ role: TensorRole) -> String? {
+        guard case .expert(let layer, let expert, let tensor) = role else { return nil }
+        return "blk.\(layer).ffn_\(tensor.rawValue).\(expert).weight"
+    }
 }

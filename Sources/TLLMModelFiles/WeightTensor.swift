@@ -35,6 +35,28 @@ public struct WeightTensor: @unchecked Sendable {
     /// Number of weights.
     public var elementCount: Int { shape.reduce(1, *) }
 
+    /// Part `index` of `shape[0]` equal parts along the first dimension (one expert of a merged
+    /// expert tensor), without copying. Every stored array (packed weights, scales, biases) holds
+    /// the parts one after another, each the same size.
+    public func slice(_ index: Int) -> WeightTensor {
+        let parts = shape[0]
+        precondition(shape.count >= 2 && (0..<parts).contains(index))
+        func part(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+            let size = bytes.count / parts
+            return UnsafeRawBufferPointer(rebasing: bytes[(index * size)..<((index + 1) * size)])
+        }
+        let sliced: Storage
+        switch storage {
+        case .gguf(let type, let bytes): sliced = .gguf(type, part(bytes))
+        case .float(let dtype, let bytes): sliced = .float(dtype, part(bytes))
+        case .mlxQuantized(let packed, let scales, let biases, let groupSize, let bits):
+            sliced = .mlxQuantized(
+                packed: part(packed), scales: FloatView(dtype: scales.dtype, bytes: part(scales.bytes)),
+                biases: FloatView(dtype: biases.dtype, bytes: part(biases.bytes)), groupSize: groupSize, bits: bits)
+        }
+        return WeightTensor(name: "\(name)[\(index)]", shape: Array(shape.dropFirst()), storage: sliced, owner: owner)
+    }
+
     /// The weights as float32 (reference path; the compute kernels read `storage` directly).
     public func dequantize() -> [Float] {
         let count = elementCount

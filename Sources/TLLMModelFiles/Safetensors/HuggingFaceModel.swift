@@ -74,10 +74,10 @@ public struct HuggingFaceModel: ModelWeights {
         return (shard, info)
     }
 
-    public func hasTensor(_ role: TensorRole) -> Bool { info(role.huggingFaceName) != nil }
+    public func hasTensor(_ role: TensorRole) -> Bool { role.huggingFaceNames.contains { info($0) != nil } }
 
     public func tensor(_ role: TensorRole) throws(ModelFileError) -> WeightTensor {
-        let name = role.huggingFaceName
+        let name = role.huggingFaceNames.first { location[$0] != nil } ?? role.huggingFaceName
         guard let (file, info) = info(name) else {
             if location[name] != nil { throw ModelFileError(path, "tensor \(name) is not in the loaded selection") }
             throw ModelFileError(path, "tensor \(name) is missing")
