@@ -27,8 +27,8 @@ let fuzzerDriver: [LinkerSetting] =
     fuzzing
     ? [.unsafeFlags(["-Xlinker", ProcessInfo.processInfo.environment["TLLM_FUZZER_LIB"] ?? "", "-lstdc++"])] : []
 
-// The compute path (kernels' callers, samplers, the scheduler's step) is optimised even in debug
-// builds: unoptimised Swift there runs ~50x slower, and the tests and the local server run it.
+// The compute path (kernels' callers, samplers, the grammar mask, the scheduler's step) is
+// optimised even in debug builds: unoptimised Swift there runs ~50x slower, and the tests and the local server run it.
 let optimizedSwiftSettings = swiftSettings + [.unsafeFlags(["-O"])]
 
 let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
@@ -127,6 +127,13 @@ let package = Package(
             name: "TLLMChatTemplate",
             swiftSettings: swiftSettings),
 
+        // Constrained decoding (docs/structured-outputs.md): JSON schemas and tool calls compiled to
+        // a byte-level grammar, and the token mask that keeps each sampled token inside it.
+        .target(
+            name: "TLLMGrammar",
+            dependencies: ["TLLMChatTemplate"],
+            swiftSettings: optimizedSwiftSettings),
+
         // A model as a node uses it: weights + tokenizer + chat template + stop tokens.
         .target(
             name: "TLLMModel",
@@ -137,7 +144,9 @@ let package = Package(
         // text streaming with stop strings. Knows nothing of HTTP.
         .target(
             name: "TLLMEngine",
-            dependencies: ["TLLMCompute", "TLLMTokenizer", logging, .product(name: "Metrics", package: "swift-metrics")],
+            dependencies: [
+                "TLLMCompute", "TLLMTokenizer", "TLLMGrammar", logging, .product(name: "Metrics", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings),
 
         // The cluster, master side: worker registry, layer planning, reachability probes.
@@ -157,7 +166,7 @@ let package = Package(
             name: "TLLMServer",
             dependencies: [
                 "TLLMEngine", "TLLMCluster", "TLLMCompute", "TLLMModel", "TLLMModelFiles", "TLLMHub",
-                "TLLMChatTemplate", "TLLMTokenizer", "TLLMWire", argumentParser, logging, nioCore,
+                "TLLMChatTemplate", "TLLMTokenizer", "TLLMGrammar", "TLLMWire", argumentParser, logging, nioCore,
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -217,7 +226,7 @@ let package = Package(
             name: "TLLMFuzzTargets",
             dependencies: [
                 "TLLMServer", "TLLMCluster", "TLLMWire", "TLLMModel", "TLLMModelFiles", "TLLMCompute", "TLLMTokenizer",
-                "TLLMChatTemplate",
+                "TLLMChatTemplate", "TLLMGrammar",
             ],
             path: "Tests/Fuzz/TLLMFuzzTargets",
             swiftSettings: swiftSettings),
@@ -240,6 +249,10 @@ let package = Package(
         .testTarget(
             name: "TLLMEngineTests",
             dependencies: ["TLLMEngine", "TLLMCompute", "TLLMModel", "TLLMModelFiles", "TLLMTokenizer", "TLLMChatTemplate"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TLLMGrammarTests",
+            dependencies: ["TLLMGrammar", "TLLMChatTemplate", "TLLMModel", "TLLMTokenizer"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TLLMClusterTests",

@@ -29,17 +29,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stream_once(port: int, tokens: int, host: str = "127.0.0.1") -> tuple[float, float, int]:
-    """One greedy streaming chat request; returns (TTFT s, decode tok/s, tokens)."""
-    body = json.dumps(
-        {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens, "stream": True,
-         "ignore_eos": True, "stream_options": {"include_usage": True}}).encode()
+def stream_chat(port: int, body: dict, host: str = "127.0.0.1") -> dict:
+    """One streaming chat request; returns {"ttft": s, "rate": decode tok/s, "tokens", "text"}
+    (text and tool-call deltas both count as output)."""
+    data = json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}}).encode()
     request = urllib.request.Request(
-        f"http://{host}:{port}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
+        f"http://{host}:{port}/v1/chat/completions", data=data, headers={"Content-Type": "application/json"})
     start = time.perf_counter()
     first = last = None
     count = 0
     usage = None
+    text = ""
     with urllib.request.urlopen(request, timeout=600) as response:
         for raw in response:
             line = raw.decode().strip()
@@ -49,13 +49,23 @@ def stream_once(port: int, tokens: int, host: str = "127.0.0.1") -> tuple[float,
             if chunk.get("usage"):
                 usage = chunk["usage"]
             for choice in chunk.get("choices", []):
-                if choice["delta"].get("content"):
+                delta = choice["delta"]
+                if delta.get("content") or delta.get("tool_calls"):
                     now = time.perf_counter()
                     first = first or now
                     last = now
                     count += 1
+                    text += delta.get("content") or ""
     completion = usage["completion_tokens"] if usage else count
-    return first - start, (completion - 1) / (last - first), completion
+    rate = (completion - 1) / (last - first) if first and last and last > first else float("nan")
+    return {"ttft": (first or start) - start, "rate": rate, "tokens": completion, "text": text}
+
+
+def stream_once(port: int, tokens: int, host: str = "127.0.0.1") -> tuple[float, float, int]:
+    """One greedy streaming chat request; returns (TTFT s, decode tok/s, tokens)."""
+    result = stream_chat(
+        port, {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens, "ignore_eos": True}, host)
+    return result["ttft"], result["rate"], result["tokens"]
 
 
 def generate_once(binary: str, model: str, threads: int, tokens: int) -> tuple[float, float]:

@@ -201,3 +201,11 @@ extension TemplateValue {
         self = try parser.parseDocument()
     }
 }
+
+extension TemplateValue {
+    /// The value as JSON text, on one line, the way `json.dumps(value, ensure_ascii=False)` writes
+    /// it (tool-call arguments returned to clients, tool schemas described in a prompt).
+    public var jsonText: String {
+        (try? PythonText.jsonDumps(self, options: .init(), namespaces: { _ in nil })) ?? "null"
+    }
+}

@@ -1,4 +1,5 @@
 import TLLMCompute
+import TLLMGrammar
 
 /// One completion to generate: what the API layer hands the scheduler.
 public struct GenerationRequest: Sendable {
@@ -19,11 +20,20 @@ public struct GenerationRequest: Sendable {
     /// Special tokens whose text the completion keeps (special tokens are otherwise left out): a
     /// thinking model's `<think>` / `</think>` where its vocabulary marks them special.
     public var keptSpecialTokenIDs: Set<Int32>
+    /// Log-probabilities to report for each generated token: nil none; n the chosen token's and
+    /// the n most likely ones' (0...``GenerationRequest/maximumTopLogprobs``).
+    public var logprobs: Int?
+    /// What the output must match (structured outputs, forced tool calls); every sampled token
+    /// keeps the output a prefix of it, and the completion ends when the grammar is complete.
+    public var grammar: Grammar?
+
+    /// The most alternatives `logprobs` may ask for (OpenAI's `top_logprobs` limit).
+    public static let maximumTopLogprobs = 20
 
     public init(
         id: String, promptTokens: [Int32], sampling: SamplingParameters = SamplingParameters(), maxTokens: Int,
         stopTokenIDs: Set<Int32> = [], stopStrings: [String] = [], timeout: Duration? = nil,
-        keptSpecialTokenIDs: Set<Int32> = []
+        keptSpecialTokenIDs: Set<Int32> = [], logprobs: Int? = nil, grammar: Grammar? = nil
     ) {
         self.id = id
         self.promptTokens = promptTokens
@@ -33,6 +43,8 @@ public struct GenerationRequest: Sendable {
         self.stopStrings = stopStrings
         self.timeout = timeout
         self.keptSpecialTokenIDs = keptSpecialTokenIDs
+        self.logprobs = logprobs
+        self.grammar = grammar
     }
 }
 
@@ -65,6 +77,9 @@ public struct FinishInfo: Sendable {
 public enum GenerationEvent: Sendable {
     /// New text (never part of a stop string, never a broken UTF-8 sequence).
     case text(String)
+    /// A generated token's log-probability and its most likely alternatives (requests with
+    /// `logprobs` only); comes before the text the token adds, if any.
+    case logprob(TokenLogprob)
     /// The end; no event follows.
     case finished(FinishInfo)
 }

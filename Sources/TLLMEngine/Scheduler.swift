@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metrics
 import TLLMCompute
+import TLLMGrammar
 import TLLMTokenizer
 
 /// Continuous batching over a pipeline (docs/server.md): requests join the running batch at the
@@ -54,6 +55,8 @@ public actor Scheduler {
         let request: GenerationRequest
         let continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
         var sampler: Sampler
+        /// Where the output stands in the request's grammar, if it has one.
+        var matcher: GrammarMatcher?
         var text: TextStream
         let submitted: ContinuousClock.Instant
         let deadline: ContinuousClock.Instant?
@@ -77,10 +80,15 @@ public actor Scheduler {
 
         init(
             _ request: GenerationRequest, vocabularySize: Int, tokenizer: Tokenizer,
+            grammarVocabulary: TokenVocabulary?,
             continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
         ) {
             self.request = request
             self.continuation = continuation
+            if let grammar = request.grammar, let grammarVocabulary {
+                matcher = GrammarMatcher(
+                    grammar: grammar, vocabulary: grammarVocabulary, endTokens: request.stopTokenIDs)
+            }
             sampler = Sampler(
                 parameters: request.sampling, vocabularySize: vocabularySize, prompt: request.promptTokens)
             text = TextStream(
@@ -118,6 +126,25 @@ public actor Scheduler {
     public private(set) var preemptions = 0
     /// Logits of a step, where samplers may rewrite them in place (kept between steps).
     private let logitsScratch = ScratchBuffer()
+    /// The vocabulary as grammars see it, built on the first request that has a grammar.
+    private var grammarVocabularyStorage: TokenVocabulary?
+    private var grammarVocabulary: TokenVocabulary {
+        if let grammarVocabularyStorage { return grammarVocabularyStorage }
+        let vocabulary = Self.grammarVocabulary(tokenizer, vocabularySize: head.vocabularySize)
+        grammarVocabularyStorage = vocabulary
+        return vocabulary
+    }
+
+    /// The bytes each token adds to the output; special tokens (which the text leaves out) and
+    /// ids past the tokenizer's (padding rows of the embedding) are never allowed by a grammar.
+    static func grammarVocabulary(_ tokenizer: Tokenizer, vocabularySize: Int) -> TokenVocabulary {
+        TokenVocabulary(
+            tokenBytes: (0..<vocabularySize).map { index in
+                let id = Int32(index)
+                guard index < tokenizer.vocabularySize, !tokenizer.isSpecial(id) else { return nil }
+                return tokenizer.tokenBytes(id)
+            })
+    }
 
     /// A scheduler that embeds and samples with `head` and runs the layers through `pipeline`.
     public init(
@@ -153,8 +180,9 @@ public actor Scheduler {
             Task { await self.abort(id) }
         }
         waiting.append(
-            RequestState(request, vocabularySize: head.vocabularySize, tokenizer: tokenizer, continuation: continuation)
-        )
+            RequestState(
+                request, vocabularySize: head.vocabularySize, tokenizer: tokenizer,
+                grammarVocabulary: request.grammar == nil ? nil : grammarVocabulary, continuation: continuation))
         startLoopIfNeeded()
         return stream
     }
@@ -409,7 +437,7 @@ public actor Scheduler {
         let scratch = logitsScratch.holding(logits)
         for (index, entry) in sampled.enumerated() where !entry.request.aborted {
             let row = UnsafeMutableBufferPointer(rebasing: scratch[(index * vocabulary)..<((index + 1) * vocabulary)])
-            if let (reason, flush) = emit(entry.request, token: entry.request.sampler.sample(row)) {
+            if let (reason, flush) = sample(entry.request, row: row) {
                 finished.append((entry.request, reason, flush))
             }
         }
@@ -431,6 +459,30 @@ public actor Scheduler {
                 "step \(steps) (lane \(lane) of \(lanes)): \(tokens.count) rows, \(slices.count) sequences (\(fed.filter { $0.count == 1 }.count) of one row), \(elapsed.milliseconds) ms"
             )
         }
+    }
+
+    /// Chooses a request's next token from its logits `row` (rewritten in place): the grammar's
+    /// mask, then the sampler; reports its log-probability when asked, then emits it.
+    private func sample(_ request: RequestState, row: UnsafeMutableBufferPointer<Float>) -> (
+        reason: FinishReason, flush: Bool
+    )? {
+        // Log-probabilities are the model's: taken before the mask and the sampler rewrite the row.
+        let raw = request.request.logprobs != nil ? Array(row) : nil
+        if request.matcher != nil { request.matcher?.mask(row) }
+        let token = request.sampler.sample(row)
+        if let top = request.request.logprobs, let raw, !request.request.stopTokenIDs.contains(token) {
+            let logprob = raw.withUnsafeBufferPointer { TokenLogprob(token: token, logits: $0, top: top) }
+            request.continuation.yield(.logprob(logprob))
+        }
+        if request.matcher != nil, request.matcher?.accept(token) == false {
+            // Only when the mask left nothing (a grammar the vocabulary cannot spell, with no end
+            // token to fall back on): end the output here rather than leave the grammar.
+            logger.warning("request \(request.request.id): no token fits its grammar; ending it")
+            return (.stop, true)
+        }
+        if let end = emit(request, token: token) { return end }
+        if request.matcher?.mustEnd == true { return (.stop, true) }
+        return nil
     }
 
     /// Takes a sampled token and streams its text; returns why the request ends, if it does (the

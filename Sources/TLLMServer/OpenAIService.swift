@@ -6,7 +6,9 @@ import NIOCore
 import NIOHTTP1
 import TLLMChatTemplate
 import TLLMCluster
+import TLLMCompute
 import TLLMEngine
+import TLLMGrammar
 import TLLMModel
 import TLLMModelFiles
 import TLLMTokenizer
@@ -65,6 +67,10 @@ public struct OpenAIService: Sendable {
     /// `<think>` / `</think>` where the vocabulary has them as special tokens, which the
     /// completion's text must keep for the split (empty for other models).
     let reasoningTagTokens: Set<Int32>
+    /// How the model writes tool calls (from its chat template).
+    let toolSyntax: ToolCallSyntax
+    /// Whether the chat template renders `tools` itself; else tools are offered in a system prompt.
+    let templateRendersTools: Bool
 
     /// A service for `bundle` whose generations run on `scheduler`; `remote` is the cluster
     /// pipeline the scheduler uses, if any (without a route, generation answers 503).
@@ -80,6 +86,8 @@ public struct OpenAIService: Sendable {
         self.metrics = metrics
         self.logger = logger
         thinks = bundle.chatTemplate.map { ReasoningSplitter.isThinkingTemplate($0.source) } ?? false
+        toolSyntax = ToolCallSyntax.detect(templateSource: bundle.chatTemplate?.source ?? "")
+        templateRendersTools = bundle.chatTemplate?.source.contains("tools") ?? false
         let tokenizer = bundle.tokenizer
         reasoningTagTokens =
             thinks
@@ -179,7 +187,7 @@ public struct OpenAIService: Sendable {
                     .object([
                         ("id", .string("modelperm-\(bundle.name)")), ("object", "model_permission"),
                         ("created", .int(created)), ("allow_create_engine", false), ("allow_sampling", true),
-                        ("allow_logprobs", false), ("allow_search_indices", false), ("allow_view", true),
+                        ("allow_logprobs", true), ("allow_search_indices", false), ("allow_view", true),
                         ("allow_fine_tuning", false), ("organization", "*"), ("group", .null), ("is_blocking", false),
                     ])
                 ])
@@ -195,24 +203,33 @@ public struct OpenAIService: Sendable {
         var object: String
         var chunkObject: String
         /// A choice of a full response.
-        var choice: @Sendable (_ text: ChoiceText, _ finish: FinishReason) -> JSONValue
+        var choice: @Sendable (_ text: ChoiceText, _ finish: FinishReason, _ state: inout ChoiceState) -> JSONValue
         /// A choice of a stream chunk; `first` is the opening chunk, `finish` the closing one's reason.
-        var chunkChoice: @Sendable (_ text: ChoiceText, _ first: Bool, _ finish: FinishReason?) -> JSONValue
+        var chunkChoice:
+            @Sendable (_ text: ChoiceText, _ first: Bool, _ finish: FinishReason?, _ state: inout ChoiceState) ->
+                JSONValue
     }
 
     private static let chat = Endpoint(
         idPrefix: "chatcmpl-", object: "chat.completion", chunkObject: "chat.completion.chunk",
-        choice: { text, finish in
-            var message: [(String, JSONValue)] = [("role", "assistant"), ("content", .string(text.content))]
+        choice: { text, finish, state in
+            // With tool calls and no other text, `content` is null, as OpenAI writes it.
+            let content: JSONValue =
+                !text.toolCalls.isEmpty && text.content.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+                ? .null : .string(text.content)
+            var message: [(String, JSONValue)] = [("role", "assistant"), ("content", content)]
             if let reasoning = text.reasoning {
                 message.append(("reasoning_content", reasoning.isEmpty ? .null : .string(reasoning)))
             }
+            if !text.toolCalls.isEmpty {
+                message.append(("tool_calls", state.toolCalls(text.toolCalls, streamed: false)))
+            }
             return .object([
-                ("index", 0), ("message", .object(message)), ("logprobs", .null),
-                ("finish_reason", .string(finish.openAIName)), ("stop_reason", finish.stopReason),
+                ("index", 0), ("message", .object(message)), ("logprobs", state.logprobs.chat(text.logprobs)),
+                ("finish_reason", .string(state.finishName(finish))), ("stop_reason", finish.stopReason),
             ])
         },
-        chunkChoice: { text, first, finish in
+        chunkChoice: { text, first, finish, state in
             var delta: [(String, JSONValue)] = []
             if first {
                 delta = [("role", "assistant"), ("content", .string(text.content))]
@@ -221,11 +238,16 @@ public struct OpenAIService: Sendable {
                 if let reasoning = text.reasoning, !reasoning.isEmpty {
                     delta.append(("reasoning_content", .string(reasoning)))
                 }
-                if text.reasoning == nil || !text.content.isEmpty { delta.append(("content", .string(text.content))) }
+                if (text.reasoning == nil && text.toolCalls.isEmpty) || !text.content.isEmpty {
+                    delta.append(("content", .string(text.content)))
+                }
+                if !text.toolCalls.isEmpty {
+                    delta.append(("tool_calls", state.toolCalls(text.toolCalls, streamed: true)))
+                }
             }
             var members: [(String, JSONValue)] = [
-                ("index", 0), ("delta", .object(delta)), ("logprobs", .null),
-                ("finish_reason", .optional(finish?.openAIName)),
+                ("index", 0), ("delta", .object(delta)), ("logprobs", state.logprobs.chat(text.logprobs)),
+                ("finish_reason", .optional(finish.map(state.finishName))),
             ]
             if let finish { members.append(("stop_reason", finish.stopReason)) }
             return .object(members)
@@ -233,16 +255,16 @@ public struct OpenAIService: Sendable {
 
     private static let text = Endpoint(
         idPrefix: "cmpl-", object: "text_completion", chunkObject: "text_completion",
-        choice: { text, finish in
+        choice: { text, finish, state in
             .object([
-                ("index", 0), ("text", .string(text.content)), ("logprobs", .null),
+                ("index", 0), ("text", .string(text.content)), ("logprobs", state.logprobs.completion(text.logprobs)),
                 ("finish_reason", .string(finish.openAIName)),
                 ("stop_reason", finish.stopReason),
             ])
         },
-        chunkChoice: { text, _, finish in
+        chunkChoice: { text, _, finish, state in
             var members: [(String, JSONValue)] = [
-                ("index", 0), ("text", .string(text.content)), ("logprobs", .null),
+                ("index", 0), ("text", .string(text.content)), ("logprobs", state.logprobs.completion(text.logprobs)),
                 ("finish_reason", .optional(finish?.openAIName)),
             ]
             if let finish { members.append(("stop_reason", finish.stopReason)) }
@@ -252,16 +274,17 @@ public struct OpenAIService: Sendable {
     private func chatCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let data = try await collectBody(request)
         let body: ChatCompletionRequest = try decodeRequestBody(data)
-        try body.fields.validate(vocabularySize: vocabularySize)
-        let (messages, contentBytes) = try body.templateMessages()
+        let chat = try body.prepare(
+            body: data, vocabularySize: vocabularySize, syntax: toolSyntax, templateRendersTools: templateRendersTools)
+        let (messages, templateTools) = (chat.messages, chat.templateTools)
         let kwargs = try body.templateKwargs(body: data)
-        try refuseIfProvablyTooLong(textBytes: contentBytes, param: "messages")
+        try refuseIfProvablyTooLong(textBytes: chat.contentBytes, param: "messages")
         let rendered: String
         do {
-            rendered = try bundle.renderChat(messages: messages, extra: kwargs)
+            rendered = try bundle.renderChat(messages: messages, tools: templateTools, extra: kwargs)
         } catch {
             // Blame the variables only when the messages render without them.
-            if !kwargs.isEmpty, (try? bundle.renderChat(messages: messages)) != nil {
+            if !kwargs.isEmpty, (try? bundle.renderChat(messages: messages, tools: templateTools)) != nil {
                 throw APIError.invalid(
                     "The chat template could not render with these chat_template_kwargs: \(error)",
                     param: "chat_template_kwargs")
@@ -271,12 +294,16 @@ public struct OpenAIService: Sendable {
         let splitter = thinks && body.reasoningFormat?.splits != false ? ReasoningSplitter(prompt: rendered) : nil
         return try await complete(
             request, context, prompt: bundle.chatPromptTokens(rendered), fields: body.fields, endpoint: Self.chat,
-            echo: nil, reasoning: splitter)
+            echo: nil, logprobs: chat.logprobs, grammar: chat.grammar, reasoning: splitter,
+            tools: chat.tools.map { ToolCallStream(syntax: toolSyntax, functions: $0.functions.map(\.name)) })
     }
 
     private func textCompletion(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
-        let body: CompletionRequest = try await decode(request)
+        let data = try await collectBody(request)
+        let body: CompletionRequest = try decodeRequestBody(data)
         try body.fields.validate(vocabularySize: vocabularySize)
+        let logprobs = try body.fields.logprobCount(chat: false)
+        let grammar = try body.fields.grammar(body: data)
         let prompt: [Int32]
         let echo: String?
         switch body.prompt {
@@ -290,7 +317,8 @@ public struct OpenAIService: Sendable {
         }
         guard !prompt.isEmpty else { throw APIError.invalid("The prompt is empty.", param: "prompt") }
         return try await complete(
-            request, context, prompt: prompt, fields: body.fields, endpoint: Self.text, echo: echo)
+            request, context, prompt: prompt, fields: body.fields, endpoint: Self.text, echo: echo, logprobs: logprobs,
+            grammar: grammar)
     }
 
     private var vocabularySize: Int { bundle.weights.configuration.vocabularySize }
@@ -311,7 +339,8 @@ public struct OpenAIService: Sendable {
     /// Submits a prompt and answers with one JSON response or an SSE stream.
     private func complete(
         _ request: Request, _ context: ServerRequestContext, prompt: [Int32], fields: GenerationFields,
-        endpoint: Endpoint, echo: String?, reasoning: ReasoningSplitter? = nil
+        endpoint: Endpoint, echo: String?, logprobs: Int?, grammar: Grammar?, reasoning: ReasoningSplitter? = nil,
+        tools: ToolCallStream? = nil
     ) async throws -> Response {
         if let remote, await !remote.isAvailable {
             var error = APIError(
@@ -332,7 +361,7 @@ public struct OpenAIService: Sendable {
         let generation = GenerationRequest(
             id: id, promptTokens: prompt, sampling: fields.sampling, maxTokens: maxTokens, stopTokenIDs: stops,
             stopStrings: fields.stop?.values ?? [], timeout: options.requestTimeout,
-            keptSpecialTokenIDs: reasoningTagTokens)
+            keptSpecialTokenIDs: reasoningTagTokens, logprobs: logprobs, grammar: grammar)
         let events: AsyncThrowingStream<GenerationEvent, any Error>
         do {
             events = try await scheduler.submit(generation)
@@ -344,23 +373,27 @@ public struct OpenAIService: Sendable {
         let watch = signal?.onDisconnect { Task { await scheduler.abort(id) } }
         let stopWatching: @Sendable () -> Void = { if let watch { signal?.cancel(watch) } }
         let header = ResponseHeader(id: id, created: Int(Date().timeIntervalSince1970), model: bundle.name)
-        var splitter = ChoiceTextSplitter(reasoning)
+        var splitter = ChoiceTextSplitter(reasoning, tools: tools)
+        var state = ChoiceState(logprobs: LogprobFormatter(tokenizer: bundle.tokenizer, offset: echo?.count ?? 0))
         if fields.stream == true {
             return streamResponse(
                 events: events, header: header, endpoint: endpoint, echo: echo, splitter: splitter,
+                state: state, reportsLogprobs: logprobs != nil,
                 includeUsage: fields.streamOptions?.includeUsage == true, finally: stopWatching)
         }
         defer { stopWatching() }
-        var text = ChoiceText(content: echo ?? "", reasoning: reasoning.map { _ in "" })
+        var text = ChoiceText(
+            content: echo ?? "", reasoning: reasoning.map { _ in "" }, logprobs: logprobs.map { _ in [] })
         do {
             for try await event in events {
                 switch event {
                 case .text(let delta): text.append(splitter.append(delta))
+                case .logprob(let entry): text.logprobs?.append(entry)
                 case .finished(let info):
                     text.append(splitter.finish())
                     return Self.json(
                         header.object(
-                            endpoint.object, choices: [endpoint.choice(text, info.reason)],
+                            endpoint.object, choices: [endpoint.choice(text, info.reason, &state)],
                             usage: info.usage))
                 }
             }
@@ -373,29 +406,42 @@ public struct OpenAIService: Sendable {
     /// An SSE response; the stream is dropped (and the request aborted) if a write fails.
     private func streamResponse(
         events: AsyncThrowingStream<GenerationEvent, any Error>, header: ResponseHeader, endpoint: Endpoint,
-        echo: String?, splitter: ChoiceTextSplitter, includeUsage: Bool, finally: @escaping @Sendable () -> Void
+        echo: String?, splitter: ChoiceTextSplitter, state: ChoiceState, reportsLogprobs: Bool,
+        includeUsage: Bool, finally: @escaping @Sendable () -> Void
     ) -> Response {
         let logger = logger
         let body = ResponseBody { writer in
             defer { finally() }
             var splitter = splitter
+            var state = state
             func send(_ value: JSONValue) async throws {
                 try await writer.write(ByteBuffer(string: "data: \(value.serialized)\n\n"))
             }
             func chunk(_ choices: [JSONValue], usage: JSONValue = .null) -> JSONValue {
                 header.object(endpoint.chunkObject, choices: choices, usage: includeUsage ? usage : nil)
             }
-            try await send(chunk([endpoint.chunkChoice(ChoiceText(content: echo ?? ""), true, nil)]))
+            try await send(chunk([endpoint.chunkChoice(ChoiceText(content: echo ?? ""), true, nil, &state)]))
+            // Log-probabilities of tokens whose text has not gone out yet (held back by a stop
+            // string's prefix, or a token that ends no character): they ride with the next text.
+            var pending: [TokenLogprob]? = reportsLogprobs ? [] : nil
             do {
                 for try await event in events {
                     switch event {
                     case .text(let delta):
-                        let text = splitter.append(delta)
-                        if !text.isEmpty { try await send(chunk([endpoint.chunkChoice(text, false, nil)])) }
+                        var text = splitter.append(delta)
+                        if !text.isEmpty {
+                            text.logprobs = pending
+                            pending = pending.map { _ in [] }
+                            try await send(chunk([endpoint.chunkChoice(text, false, nil, &state)]))
+                        }
+                    case .logprob(let entry): pending?.append(entry)
                     case .finished(let info):
-                        let rest = splitter.finish()
-                        if !rest.isEmpty { try await send(chunk([endpoint.chunkChoice(rest, false, nil)])) }
-                        try await send(chunk([endpoint.chunkChoice(ChoiceText(), false, info.reason)]))
+                        var rest = splitter.finish()
+                        if !rest.isEmpty || pending?.isEmpty == false {
+                            rest.logprobs = pending
+                            try await send(chunk([endpoint.chunkChoice(rest, false, nil, &state)]))
+                        }
+                        try await send(chunk([endpoint.chunkChoice(ChoiceText(), false, info.reason, &state)]))
                         if includeUsage { try await send(chunk([], usage: info.usage)) }
                     }
                 }
@@ -443,43 +489,101 @@ public struct OpenAIService: Sendable {
     }
 }
 
-/// The text of a choice, or of a delta of one: the answer and, for a thinking model, its reasoning.
+/// The text of a choice, or of a delta of one: the answer, for a thinking model its reasoning,
+/// and the tool calls read out of the answer.
 private struct ChoiceText: Sendable {
     var content = ""
     /// nil: the model does not think aloud, and responses have no `reasoning_content` at all.
     var reasoning: String?
+    /// The tokens' log-probabilities; nil when the request did not ask for them (`logprobs: null`).
+    var logprobs: [TokenLogprob]?
+    var toolCalls: [ParsedToolCall] = []
 
     /// Nothing to send.
-    var isEmpty: Bool { content.isEmpty && (reasoning ?? "").isEmpty }
+    var isEmpty: Bool { content.isEmpty && (reasoning ?? "").isEmpty && toolCalls.isEmpty }
 
     /// Adds a later piece.
     mutating func append(_ piece: ChoiceText) {
         content += piece.content
         if let more = piece.reasoning { reasoning = (reasoning ?? "") + more }
+        toolCalls += piece.toolCalls
     }
 }
 
-/// Routes a completion's text to `content`, or through a ``ReasoningSplitter`` when the chat
-/// template thinks aloud.
+/// Routes a completion's text to `content`, through a ``ReasoningSplitter`` when the chat
+/// template thinks aloud, then through a ``ToolCallStream`` when the request offers tools.
 private struct ChoiceTextSplitter: Sendable {
     private var splitter: ReasoningSplitter?
+    private var tools: ToolCallStream?
 
-    init(_ splitter: ReasoningSplitter?) { self.splitter = splitter }
+    init(_ splitter: ReasoningSplitter?, tools: ToolCallStream? = nil) {
+        self.splitter = splitter
+        self.tools = tools
+    }
 
     /// The parts of a text delta that can be told apart now.
     mutating func append(_ text: String) -> ChoiceText {
-        guard var splitter else { return ChoiceText(content: text) }
-        defer { self.splitter = splitter }
-        let delta = splitter.append(text)
-        return ChoiceText(content: delta.content, reasoning: delta.reasoning)
+        var piece = ChoiceText(content: text)
+        if var splitter {
+            let delta = splitter.append(text)
+            piece = ChoiceText(content: delta.content, reasoning: delta.reasoning)
+            self.splitter = splitter
+        }
+        return readingCalls(piece, final: false)
     }
 
-    /// What the splitter held back, at the end.
+    /// What the splitters held back, at the end.
     mutating func finish() -> ChoiceText {
-        guard var splitter else { return ChoiceText() }
-        defer { self.splitter = splitter }
-        let delta = splitter.finish()
-        return ChoiceText(content: delta.content, reasoning: delta.reasoning)
+        var piece = ChoiceText()
+        if var splitter {
+            let delta = splitter.finish()
+            piece = ChoiceText(content: delta.content, reasoning: delta.reasoning)
+            self.splitter = splitter
+        }
+        return readingCalls(piece, final: true)
+    }
+
+    private mutating func readingCalls(_ piece: ChoiceText, final: Bool) -> ChoiceText {
+        guard var tools else { return piece }
+        defer { self.tools = tools }
+        var piece = piece
+        var (content, calls) = tools.append(piece.content)
+        if final {
+            let (rest, last) = tools.finish()
+            content += rest
+            calls += last
+        }
+        piece.content = content
+        piece.toolCalls = calls
+        return piece
+    }
+}
+
+/// What one choice's rendering carries from chunk to chunk: log-probability offsets and the
+/// tool calls sent so far (their `index` in a stream).
+private struct ChoiceState: Sendable {
+    var logprobs: LogprobFormatter
+    var toolCallsSent = 0
+
+    /// `finish_reason`: "tool_calls" when the answer ended by calling tools.
+    func finishName(_ finish: FinishReason) -> String {
+        finish == .stop && toolCallsSent > 0 ? "tool_calls" : finish.openAIName
+    }
+
+    /// `tool_calls` of a message (whole: `streamed` false) or of a delta, numbering the calls.
+    mutating func toolCalls(_ calls: [ParsedToolCall], streamed: Bool) -> JSONValue {
+        .array(
+            calls.map { call in
+                defer { toolCallsSent += 1 }
+                let id = "call_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(24)
+                let function: JSONValue = .object([
+                    ("name", .string(call.name)), ("arguments", .string(call.arguments)),
+                ])
+                var members: [(String, JSONValue)] = []
+                if streamed { members.append(("index", .int(toolCallsSent))) }
+                members += [("id", .string(String(id))), ("type", "function"), ("function", function)]
+                return .object(members)
+            })
     }
 }
 

@@ -476,6 +476,35 @@ def make_openai(w: Writer):
                                  "presence_penalty": None, "frequency_penalty": None, "repetition_penalty": None,
                                  "ignore_eos": None, "n": None, "logprobs": None, "user": None, "stream": None,
                                  "stream_options": None})
+    # Structured outputs, tool calls and log-probabilities (docs/server.md).
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                                         "unit": {"enum": ["celsius", "fahrenheit"]},
+                                         "days": {"type": "array", "items": {"type": "integer", "minimum": 1,
+                                                                              "maximum": 14}, "maxItems": 3}},
+        "required": ["city"], "additionalProperties": False}}}
+    add("chat-tools-required.json", {"messages": [user], "tools": [weather], "tool_choice": "required"})
+    add("chat-tools-named.json", {"messages": [user], "tools": [weather, {"type": "function", "function": {
+        "name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "f"}}, "parallel_tool_calls": False})
+    add("chat-tools-history.json", {"messages": [user, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "<tool_call>{\"name\": \"f\"}</tool_call>"}],
+        "tools": [weather]})
+    add("chat-json-object.json", {"messages": [user], "response_format": {"type": "json_object"}, "logprobs": True,
+                                  "top_logprobs": 20})
+    add("chat-json-schema-refs.json", {"messages": [user], "response_format": {"type": "json_schema", "json_schema": {
+        "name": "tree", "strict": True, "schema": {
+            "$defs": {"node": {"type": "object", "properties": {
+                "label": {"type": "string", "minLength": 1, "maxLength": 8},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 2}},
+                "required": ["label"]}},
+            "type": "object", "properties": {"root": {"$ref": "#/$defs/node"}, "n": {"anyOf": [
+                {"type": "integer", "minimum": -5, "maximum": 5}, {"type": "null"}]},
+                "tags": {"type": "array", "prefixItems": [{"const": "x"}], "items": {"type": "boolean"}}},
+            "required": ["root", "n"]}}}})
+    add("completion-json-schema-logprobs.json", {"prompt": "x", "logprobs": 3, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "array", "items": {"enum": [1, "a", None,
+                                                                                                         {"b": []}]}}}}})
     add("chat-edge-wrong-types.json", {"messages": [{"role": 1, "content": {"text": "x"}}], "temperature": "0.5",
                                        "stream": "true", "stop": [1, 2], "max_tokens": [16], "seed": True})
     add("chat-unicode-escapes.json",

@@ -55,11 +55,20 @@ import Testing
 
     static func collect(_ stream: AsyncThrowingStream<GenerationEvent, any Error>) async throws -> (String, FinishInfo)
     {
+        let (text, _, info) = try await collectWithLogprobs(stream)
+        return (text, info)
+    }
+
+    static func collectWithLogprobs(_ stream: AsyncThrowingStream<GenerationEvent, any Error>) async throws -> (
+        String, [TokenLogprob], FinishInfo
+    ) {
         var text = ""
+        var logprobs: [TokenLogprob] = []
         for try await event in stream {
             switch event {
             case .text(let delta): text += delta
-            case .finished(let info): return (text, info)
+            case .logprob(let entry): logprobs.append(entry)
+            case .finished(let info): return (text, logprobs, info)
             }
         }
         throw SchedulerError.computeFailed("stream ended without a finish event")
@@ -94,6 +103,51 @@ import Testing
         #expect(alone.allSatisfy { !$0.isEmpty })
         for index in prompts.indices {
             #expect(await engine.shard.cachedLength(of: "together-\(index)") == 0, "caches are freed on finish")
+        }
+    }
+
+    /// Greedy generation with `logprobs`: one entry per generated token that is part of the
+    /// text, each the argmax of its position (so first among the alternatives), all normalised.
+    @Test func logprobsDescribeEveryGeneratedToken() async throws {
+        let engine = try Self.engine()
+        let tokenizer = try #require(Self.bundle).tokenizer
+        var request = Self.request("logprobs", try Self.chat(Self.prompts[0]), maxTokens: 12)
+        request.logprobs = 4
+        let (text, logprobs, info) = try await Self.collectWithLogprobs(engine.scheduler.submit(request))
+        let textTokens = info.reason == .stop ? info.completionTokens - 1 : info.completionTokens
+        #expect(logprobs.count == textTokens, "the stop token ends the text and has no entry")
+        #expect(tokenizer.decode(logprobs.map(\.token), skipSpecialTokens: true) == text)
+        for entry in logprobs {
+            #expect(entry.top.count == 4)
+            #expect(entry.top.first?.token == entry.token, "greedy picks the likeliest token")
+            #expect(entry.top.first?.logprob == entry.logprob)
+            #expect(entry.logprob <= 0 && entry.logprob > -30)
+            #expect(zip(entry.top, entry.top.dropFirst()).allSatisfy { $0.logprob >= $1.logprob })
+            #expect(entry.top.map { exp(Double($0.logprob)) }.reduce(0, +) <= 1.0001)
+        }
+        // Without `logprobs` no entry comes.
+        let plain = try await Self.collectWithLogprobs(
+            engine.scheduler.submit(Self.request("plain", try Self.chat(Self.prompts[0]), maxTokens: 12)))
+        #expect(plain.1.isEmpty)
+        #expect(plain.0 == text, "reporting log-probabilities does not change the choice")
+    }
+
+    /// The log-probability of a row: normalised over the finite logits, -inf for impossible ones,
+    /// ties broken toward the lower id.
+    @Test func tokenLogprobOfARow() {
+        let row: [Float] = [1, 3, 3, -.infinity, .nan, 0]
+        row.withUnsafeBufferPointer { logits in
+            let entry = TokenLogprob(token: 2, logits: logits, top: 3)
+            let normaliser = log(exp(1.0) + 2 * exp(3.0) + 1)
+            #expect(abs(Double(entry.logprob) - (3 - normaliser)) < 1e-5)
+            #expect(entry.top.map(\.token) == [1, 2, 0])
+            #expect(TokenLogprob(token: 3, logits: logits, top: 0).logprob == -.infinity)
+            #expect(TokenLogprob(token: 99, logits: logits, top: 0).logprob == -.infinity)
+        }
+        let dead: [Float] = [-.infinity, .nan]
+        dead.withUnsafeBufferPointer { logits in
+            let entry = TokenLogprob(token: 0, logits: logits, top: 2)
+            #expect(entry.logprob == -.infinity && entry.top.isEmpty)
         }
     }
 

@@ -54,7 +54,50 @@ BAD_REQUESTS = [
     ("completions-prompt-number", COMPLETIONS, {"model": None, "prompt": 5, "max_tokens": 4}, 400, None),
     ("completions-max_tokens-zero", COMPLETIONS, {"model": None, "prompt": "Hi", "max_tokens": 0}, 400, None),
     ("completions-n-2", COMPLETIONS, {"model": None, "prompt": "Hi", "max_tokens": 4, "n": 2}, 400, None),
+    # Fields this server does not honour are a 400 naming them, never silently ignored.
+    ("logit_bias", CHAT, _m(logit_bias={"42": 5}), 400, "logit_bias"),
+    ("best_of-2", COMPLETIONS, {"model": None, "prompt": "Hi", "max_tokens": 4, "best_of": 2}, 400, "best_of"),
+    ("suffix", COMPLETIONS, {"model": None, "prompt": "Hi", "max_tokens": 4, "suffix": "end"}, 400, "suffix"),
+    ("modalities-audio", CHAT, _m(modalities=["text", "audio"]), 400, "modalities"),
+    ("guided_json", CHAT, _m(guided_json={"type": "object"}), 400, "guided_json"),
+    ("prediction", CHAT, _m(prediction={"type": "content", "content": "x"}), 400, "prediction"),
+    # logprobs as each endpoint spells it.
+    ("chat-logprobs-int", CHAT, _m(logprobs=3), 400, "logprobs"),
+    ("chat-top_logprobs-alone", CHAT, _m(top_logprobs=2), 400, "top_logprobs"),
+    ("chat-top_logprobs-21", CHAT, _m(logprobs=True, top_logprobs=21), 400, "top_logprobs"),
+    ("chat-top_logprobs-negative", CHAT, _m(logprobs=True, top_logprobs=-1), 400, "top_logprobs"),
+    ("completions-logprobs-true", COMPLETIONS, {"model": None, "prompt": "Hi", "max_tokens": 4, "logprobs": True},
+     400, "logprobs"),
+    ("completions-logprobs-21", COMPLETIONS, {"model": None, "prompt": "Hi", "max_tokens": 4, "logprobs": 21}, 400,
+     "logprobs"),
+    # response_format: the type, and the shape of a json_schema.
+    ("response_format-unknown", CHAT, _m(response_format={"type": "yaml"}), 400, "response_format"),
+    ("response_format-string", CHAT, _m(response_format="json"), 400, "response_format"),
+    ("response_format-schema-not-object", CHAT,
+     _m(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}), 400, "response_format"),
+    ("response_format-json_schema-missing", CHAT, _m(response_format={"type": "json_schema"}), 400,
+     "response_format"),
 ]
+
+
+# Values of those fields that ask for nothing are accepted, as OpenAI's API accepts them.
+NO_OP_FIELDS = [
+    ("tools-empty", {"tools": []}),
+    ("tool_choice-none", {"tool_choice": "none"}),
+    ("logit_bias-empty", {"logit_bias": {}}),
+    ("modalities-text", {"modalities": ["text"]}),
+    ("response_format-text", {"response_format": {"type": "text"}}),
+    ("logprobs-false", {"logprobs": False}),
+    ("nulls", {"tools": None, "logit_bias": None, "suffix": None, "response_format": None}),
+]
+
+
+@pytest.mark.parametrize("fields", [c[1] for c in NO_OP_FIELDS], ids=[c[0] for c in NO_OP_FIELDS])
+def test_fields_that_ask_for_nothing_are_accepted(http, model_id, fields):
+    body = {"model": model_id, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, **fields}
+    r = http.post(CHAT, content=dumps(body), headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["logprobs"] is None
 
 
 @pytest.mark.parametrize("path,body,status,param", [c[1:] for c in BAD_REQUESTS], ids=[c[0] for c in BAD_REQUESTS])

@@ -362,12 +362,12 @@ def expected(route: str, field: str, v, lim: dict) -> Expect:
         return Expect(OK) if v is None or v == {} else Expect(REJECT)
     if field in ("include_usage", "stream"):
         return Expect(OK) if v is None or isinstance(v, bool) else Expect(REJECT)
-    if field == "logprobs":
+    if field == "logprobs":  # chat: a flag; completions: how many alternatives, 0 to 20
         if v is None or v is False:
             return Expect(OK)
-        if route == "completions" and is_int(v):  # an integer in OpenAI's legacy completions API
-            return Expect(EITHER)
-        return Expect(REJECT)
+        if route == "completions":
+            return Expect(OK) if is_int(v) and 0 <= v <= 20 else Expect(REJECT)
+        return Expect(OK) if v is True else Expect(REJECT)
     if v is None:  # every other field is optional: null means absent
         return Expect(OK)
     if not is_number(v):

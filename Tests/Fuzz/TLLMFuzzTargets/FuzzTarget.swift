@@ -4,6 +4,7 @@ import NIOCore
 import TLLMChatTemplate
 import TLLMCluster
 import TLLMCompute
+import TLLMGrammar
 import TLLMModel
 import TLLMModelFiles
 import TLLMServer
@@ -61,21 +62,55 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}
             """)
 
+    /// A small vocabulary for grammars: every byte, and some multi-byte pieces of JSON.
+    static let grammarVocabulary = TokenVocabulary(
+        tokenBytes: (0..<256).map { [UInt8($0)] }
+            + ["{\"", "\": ", "\", \"", "true", "null", "\"}", "<tool_call>", "\n</tool_call>", "é", "\\u00", "123"]
+            .map { Array($0.utf8) })
+    static let endToken = Int32(256 + 12)
+
     static func openAIRequest(_ data: [UInt8]) {
         let body = Data(data)
-        if let chat = try? decodeRequestBody(body, as: ChatCompletionRequest.self),
-            (try? chat.fields.validate(vocabularySize: vocabularySize)) != nil,
-            let (messages, _) = try? chat.templateMessages()
-        {
-            _ = try? chatML?.render(["messages": .array(messages), "add_generation_prompt": .bool(true)])
+        if let chat = try? decodeRequestBody(body, as: ChatCompletionRequest.self) {
+            for (syntax, rendersTools) in [(ToolCallSyntax.hermes, false), (.llamaJSON, true)] {
+                guard
+                    let prepared = try? chat.prepare(
+                        body: body, vocabularySize: vocabularySize, syntax: syntax, templateRendersTools: rendersTools)
+                else { continue }
+                _ = try? chatML?.render([
+                    "messages": .array(prepared.messages), "tools": prepared.templateTools.map { .array($0) } ?? .none,
+                    "add_generation_prompt": .bool(true),
+                ])
+                if let grammar = prepared.grammar { walk(grammar) }
+                // The answer's text as the model's output: what the tool-call reader gets.
+                var reader = ToolCallStream(syntax: syntax, functions: ["f", "get_weather"])
+                for case .dictionary(let message) in prepared.messages {
+                    if case .string(let content)? = message["content"] { _ = reader.append(content) }
+                }
+                _ = reader.finish()
+            }
         }
         if let completion = try? decodeRequestBody(body, as: CompletionRequest.self),
             (try? completion.fields.validate(vocabularySize: vocabularySize)) != nil
         {
             _ = try? completion.promptTokens(vocabularySize: vocabularySize)
+            _ = try? completion.fields.logprobCount(chat: false)
+            if let grammar = try? completion.fields.grammar(body: body) { walk(grammar) }
         }
         if let registration = try? decodeRequestBody(body, as: WorkerRegistry.Registration.self) {
             _ = try? registration.validate(totalLayers: layerCount)
+        }
+    }
+
+    /// Generates under `grammar` for a few steps: the mask, then the first allowed token.
+    static func walk(_ grammar: Grammar) {
+        var matcher = GrammarMatcher(grammar: grammar, vocabulary: grammarVocabulary, endTokens: [endToken])
+        var logits = [Float](repeating: 0, count: 256 + 13)
+        for step in 0..<48 {
+            for index in logits.indices { logits[index] = Float((index * 7 + step) % 13) }
+            logits.withUnsafeMutableBufferPointer { matcher.mask($0) }
+            guard let best = logits.indices.max(by: { logits[$0] < logits[$1] }), logits[best].isFinite else { return }
+            if Int32(best) == endToken || !matcher.accept(Int32(best)) || matcher.mustEnd { return }
         }
     }
 
